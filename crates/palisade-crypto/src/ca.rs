@@ -1,0 +1,152 @@
+//! The hub's own certificate authority: a P-256 CA created at first start, and the TLS
+//! server certificates it issues. (Device certificates build on the same issuer.)
+
+use crate::{Error, Result, token};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+};
+use time::{Duration, OffsetDateTime};
+
+/// How long the hub CA is valid.
+pub const CA_VALIDITY_DAYS: i64 = 3650;
+/// How long a hub server certificate is valid; it is re-issued at start when less than
+/// [`SERVER_RENEW_DAYS`] remain.
+pub const SERVER_VALIDITY_DAYS: i64 = 397;
+pub const SERVER_RENEW_DAYS: i64 = 30;
+
+/// A PEM certificate with its PEM private key (PKCS#8).
+#[derive(Clone)]
+pub struct CertAndKey {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for CertAndKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertAndKey").field("key_pem", &"…").finish_non_exhaustive()
+    }
+}
+
+fn err(e: rcgen::Error) -> Error {
+    Error::Certificate(e.to_string())
+}
+
+fn random_serial() -> SerialNumber {
+    let mut bytes = token::random_bytes::<16>();
+    bytes[0] &= 0x7f; // positive INTEGER
+    SerialNumber::from_slice(&bytes)
+}
+
+fn ca_params(common_name: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Palisade");
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+}
+
+/// The hub CA: its certificate and key, and the issuer built from them.
+pub struct HubCa {
+    pub common_name: String,
+    pub material: CertAndKey,
+}
+
+impl HubCa {
+    /// Create a new CA with a unique name.
+    pub fn generate() -> Result<Self> {
+        let suffix = &token::sha256_hex(&token::random_bytes::<16>())[..12];
+        let common_name = format!("Palisade hub CA {suffix}");
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
+        let mut params = ca_params(&common_name);
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::hours(1);
+        params.not_after = now + Duration::days(CA_VALIDITY_DAYS);
+        params.serial_number = Some(random_serial());
+        let cert = params.self_signed(&key).map_err(err)?;
+        Ok(Self {
+            common_name,
+            material: CertAndKey {
+                cert_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+            },
+        })
+    }
+
+    /// Load a CA created earlier (its common name is part of its stored metadata).
+    pub fn load(common_name: String, material: CertAndKey) -> Self {
+        Self {
+            common_name,
+            material,
+        }
+    }
+
+    fn issuer(&self) -> Result<Issuer<'static, KeyPair>> {
+        let key = KeyPair::from_pem(&self.material.key_pem).map_err(err)?;
+        Ok(Issuer::new(ca_params(&self.common_name), key))
+    }
+
+    /// Issue a TLS server certificate for the given DNS names and IP addresses.
+    pub fn issue_server(&self, names: &[String]) -> Result<CertAndKey> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, names.first().map_or("palisade-hub", String::as_str));
+        params.distinguished_name = dn;
+        params.subject_alt_names = names
+            .iter()
+            .map(|n| match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => n.clone().try_into().map(SanType::DnsName).map_err(err),
+            })
+            .collect::<Result<_>>()?;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::hours(1);
+        params.not_after = now + Duration::days(SERVER_VALIDITY_DAYS);
+        params.serial_number = Some(random_serial());
+        let cert = params.signed_by(&key, &self.issuer()?).map_err(err)?;
+        Ok(CertAndKey {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// SHA-256 fingerprint of a DER certificate, as colon-separated upper-case hex (the form
+/// browsers and `openssl x509 -fingerprint -sha256` show).
+pub fn fingerprint(der: &[u8]) -> String {
+    token::sha256_hex(der)
+        .to_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issues_server_certificate_from_reloaded_ca() {
+        let ca = HubCa::generate().expect("ca");
+        let reloaded = HubCa::load(ca.common_name.clone(), ca.material.clone());
+        let server = reloaded
+            .issue_server(&["localhost".into(), "127.0.0.1".into()])
+            .expect("server cert");
+        assert!(server.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(server.key_pem.contains("PRIVATE KEY"));
+        assert_eq!(fingerprint(b"x").len(), 32 * 3 - 1);
+    }
+}
