@@ -6,6 +6,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
     IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
 };
+use sha2::Digest;
 use time::{Duration, OffsetDateTime};
 
 /// How long the hub CA is valid.
@@ -120,6 +121,14 @@ impl HubCa {
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// SHA-256 of the SubjectPublicKeyInfo of a PEM private key, base64 (the form used
+/// for public-key pinning).
+pub fn spki_sha256_base64(key_pem: &str) -> Result<String> {
+    let key = KeyPair::from_pem(key_pem).map_err(err)?;
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+    Ok(data_encoding::BASE64.encode(&sha2::Sha256::digest(&spki)))
 }
 
 /// SHA-256 fingerprint of a DER certificate, as colon-separated upper-case hex (the form

@@ -1,1 +1,126 @@
+//! The Palisade hub as a library: configuration, storage, TLS server, accounts,
+//! console, API and audit. `start` runs it; the `palisade` binary is a thin CLI on top.
 #![forbid(unsafe_code)]
+
+pub mod accounts;
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod ids;
+pub mod mail;
+pub mod pki;
+pub mod server;
+pub mod web;
+
+use config::Config;
+use db::Db;
+use error::{Error, Result};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub use error::Error as HubError;
+
+/// A hub that is running.
+pub struct RunningHub {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    pub ca_cert_path: PathBuf,
+    pub ca_fingerprint: String,
+    /// Base64 SHA-256 of the server key's SubjectPublicKeyInfo.
+    pub server_spki_sha256: String,
+    /// The one-time setup code, when no administrator exists yet.
+    pub setup_code: Option<String>,
+    pub db: Db,
+    pub state: web::AppState,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningHub {
+    /// The console URL.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Stop serving and wait for the background tasks.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.db.close().await;
+    }
+
+    /// Wait until the server task ends (it runs until shutdown).
+    pub async fn wait(mut self) {
+        if let Some(server) = self.tasks.first_mut() {
+            let _ = server.await;
+        }
+    }
+}
+
+/// Open the database for a configuration (creating the data directory), for CLI work.
+pub async fn open_database(config: &Config) -> Result<Db> {
+    pki::prepare_data_dir(&config.data_dir)?;
+    Db::open(config).await
+}
+
+/// Start the hub: data directory, TLS material, database, setup code if needed,
+/// HTTPS listener and background jobs.
+pub async fn start(config: Config) -> Result<RunningHub> {
+    pki::prepare_data_dir(&config.data_dir)?;
+    let pki = pki::load_or_create(&config)?;
+    let db = Db::open(&config).await?;
+    let setup_code = if db.active_admin_count().await? == 0 {
+        Some(accounts::issue_setup_code(&db, &accounts::Actor { name: "hub".into(), source: "start".into() }).await?)
+    } else {
+        None
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener.local_addr().map_err(|e| Error::Config(e.to_string()))?;
+    let config = Arc::new(config);
+    let state = web::AppState {
+        db: db.clone(),
+        auth: auth::Auth::new(&config.limits),
+        config: config.clone(),
+    };
+    let app = web::app(state.clone());
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(server::serve_tls(
+        listener,
+        pki.server_config.clone(),
+        app,
+        config.limits.max_connections,
+        std::time::Duration::from_secs(config.limits.tls_handshake_timeout_secs),
+        stop_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(mail::run_delivery(db.clone(), config.data_dir.join("mail"), stop_rx.clone())));
+    let auth = state.auth.clone();
+    let mut stop_sweep = stop_rx;
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => auth.forget_idle_sources(),
+                _ = stop_sweep.changed() => return,
+            }
+        }
+    }));
+    Ok(RunningHub {
+        addr,
+        ca_cert_path: pki.ca_cert_path,
+        ca_fingerprint: pki.ca_fingerprint,
+        server_spki_sha256: pki.server_spki_sha256,
+        setup_code,
+        db,
+        state,
+        stop,
+        tasks,
+    })
+}

@@ -1,0 +1,459 @@
+//! The hub's one typed configuration: TOML file, then `PALISADE_*` environment
+//! variables, then command-line flags, each overriding the one before. Secrets may be
+//! given as files (`*_file`) and are never printed. `check` lists every problem at once.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Bounds on every network input (DESIGN.md invariant 4). One place, documented in
+/// `docs/operations.md`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Concurrent HTTPS connections; more wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Seconds a client has to finish the TLS handshake.
+    pub tls_handshake_timeout_secs: u64,
+    /// Seconds a request may take before the hub answers 408/503.
+    pub request_timeout_secs: u64,
+    /// Sign-in, setup and recovery attempts per source address per minute.
+    pub auth_attempts_per_minute_per_source: u32,
+    /// Password hashes computed at once (each takes ~19 MiB and one core).
+    pub hashing_concurrency: usize,
+    /// Seconds a request waits for a hashing slot before it is refused with 503.
+    pub hashing_queue_timeout_secs: u64,
+    /// A session ends after this many minutes without a request.
+    pub session_idle_minutes: i64,
+    /// A session ends this many hours after sign-in, whatever its use.
+    pub session_absolute_hours: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            max_connections: 1024,
+            tls_handshake_timeout_secs: 10,
+            request_timeout_secs: 30,
+            auth_attempts_per_minute_per_source: 20,
+            hashing_concurrency: 2,
+            hashing_queue_timeout_secs: 10,
+            session_idle_minutes: 30,
+            session_absolute_hours: 12,
+        }
+    }
+}
+
+/// The configuration file as written (every key optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub database_url_file: Option<PathBuf>,
+    pub public_url: Option<String>,
+    pub hostnames: Option<Vec<String>>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub product_name: Option<String>,
+    pub limits: Option<Limits>,
+}
+
+/// Values given on the command line (they win over file and environment).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub public_url: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Where the database lives.
+#[derive(Clone, PartialEq)]
+pub enum DatabaseLocation {
+    /// The embedded SQLite file inside the data directory.
+    Embedded,
+    /// A URL (`postgres://…` or `sqlite:…`); may contain a password, so never printed.
+    Url(String),
+}
+
+impl std::fmt::Debug for DatabaseLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Embedded => f.write_str("Embedded"),
+            Self::Url(url) => write!(f, "Url({})", redact_url(url)),
+        }
+    }
+}
+
+/// A database URL with any password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The effective, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub database: DatabaseLocation,
+    /// Base URL used in e-mailed links, e.g. `https://hub.example.com:8443`.
+    pub public_url: String,
+    /// Extra DNS names / IP addresses for the generated server certificate.
+    pub hostnames: Vec<String>,
+    /// Operator-supplied certificate chain and key (both or neither).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Product name, used as the TOTP issuer and as a password context word.
+    pub product_name: String,
+    pub limits: Limits,
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+pub const DEFAULT_DATA_DIR: &str = "./palisade-data";
+
+impl Config {
+    /// Build the configuration from an optional TOML file, the given environment
+    /// (`PALISADE_*` variables) and flags. Returns every problem found, not just the first.
+    pub fn load(
+        overrides: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut file = FileConfig::default();
+        let config_path = overrides
+            .config_file
+            .clone()
+            .or_else(|| env("PALISADE_CONFIG").map(PathBuf::from));
+        if let Some(path) = &config_path {
+            match std::fs::read_to_string(path) {
+                Ok(text) => match toml::from_str::<FileConfig>(&text) {
+                    Ok(parsed) => file = parsed,
+                    Err(e) => problems.push(Problem {
+                        key: "config",
+                        message: format!("{}: {}", path.display(), e.message()),
+                    }),
+                },
+                Err(e) => problems.push(Problem {
+                    key: "config",
+                    message: format!("cannot read {}: {e}", path.display()),
+                }),
+            }
+        }
+        let pick = |flag: Option<String>, var: &str, from_file: Option<String>| {
+            flag.or_else(|| env(var)).or(from_file)
+        };
+        let data_dir = PathBuf::from(
+            pick(
+                overrides.data_dir.as_ref().map(|p| p.display().to_string()),
+                "PALISADE_DATA_DIR",
+                file.data_dir.as_ref().map(|p| p.display().to_string()),
+            )
+            .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+        );
+        let listen_text = pick(overrides.listen.clone(), "PALISADE_LISTEN", file.listen.clone())
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
+            problems.push(Problem {
+                key: "listen",
+                message: format!("{listen_text:?} is not an address:port such as 127.0.0.1:8443"),
+            });
+            SocketAddr::from(([127, 0, 0, 1], 8443))
+        });
+
+        let url_file = env("PALISADE_DATABASE_URL_FILE")
+            .map(PathBuf::from)
+            .or(file.database_url_file.clone());
+        let mut database_url = pick(
+            overrides.database_url.clone(),
+            "PALISADE_DATABASE_URL",
+            file.database_url.clone(),
+        );
+        if database_url.is_none()
+            && let Some(path) = url_file
+        {
+            match read_secret_file(&path) {
+                Ok(url) => database_url = Some(url),
+                Err(message) => problems.push(Problem {
+                    key: "database_url_file",
+                    message,
+                }),
+            }
+        }
+        let database = match database_url {
+            None => DatabaseLocation::Embedded,
+            Some(url) => {
+                check_database_url(&url, &mut problems);
+                DatabaseLocation::Url(url)
+            }
+        };
+
+        let public_url = pick(
+            overrides.public_url.clone(),
+            "PALISADE_PUBLIC_URL",
+            file.public_url.clone(),
+        )
+        .unwrap_or_else(|| format!("https://{listen}"));
+        if !public_url.starts_with("https://") {
+            problems.push(Problem {
+                key: "public_url",
+                message: format!("{public_url:?} must start with https:// (there is no plaintext listener)"),
+            });
+        }
+        let public_url = public_url.trim_end_matches('/').to_owned();
+
+        let tls_cert = overrides
+            .tls_cert
+            .clone()
+            .or_else(|| env("PALISADE_TLS_CERT").map(PathBuf::from))
+            .or(file.tls_cert.clone());
+        let tls_key = overrides
+            .tls_key
+            .clone()
+            .or_else(|| env("PALISADE_TLS_KEY").map(PathBuf::from))
+            .or(file.tls_key.clone());
+        match (&tls_cert, &tls_key) {
+            (Some(_), None) | (None, Some(_)) => problems.push(Problem {
+                key: "tls_cert/tls_key",
+                message: "give both a certificate and its private key, or neither (the hub then uses its own CA)".into(),
+            }),
+            (Some(cert), Some(key)) => {
+                for (key_name, path) in [("tls_cert", cert), ("tls_key", key)] {
+                    if !path.is_file() {
+                        problems.push(Problem {
+                            key: key_name,
+                            message: format!("{} does not exist or is not a file", path.display()),
+                        });
+                    }
+                }
+                if let Some(message) = world_readable(key) {
+                    problems.push(Problem {
+                        key: "tls_key",
+                        message,
+                    });
+                }
+            }
+            (None, None) => {}
+        }
+
+        let limits = file.limits.clone().unwrap_or_default();
+        check_limits(&limits, &mut problems);
+        let mut hostnames = file.hostnames.clone().unwrap_or_default();
+        for name in &hostnames {
+            if name.is_empty() || name.len() > 253 || name.contains(['/', ' ', ':']) && name.parse::<std::net::IpAddr>().is_err() {
+                problems.push(Problem {
+                    key: "hostnames",
+                    message: format!("{name:?} is not a host name or IP address"),
+                });
+            }
+        }
+        hostnames.dedup();
+        let product_name = file
+            .product_name
+            .clone()
+            .unwrap_or_else(|| "Palisade".into());
+
+        if problems.is_empty() {
+            Ok(Config {
+                data_dir,
+                listen,
+                database,
+                public_url,
+                hostnames,
+                tls_cert,
+                tls_key,
+                product_name,
+                limits,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// A configuration for tests and embedding: data in `data_dir`, listening on
+    /// `127.0.0.1:0`, everything else at its default.
+    pub fn for_data_dir(data_dir: &Path) -> Config {
+        Config {
+            data_dir: data_dir.to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database: DatabaseLocation::Embedded,
+            public_url: "https://127.0.0.1".into(),
+            hostnames: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            product_name: "Palisade".into(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// The SQLite file used when no database URL is configured.
+    pub fn embedded_database_path(&self) -> PathBuf {
+        self.data_dir.join("palisade.sqlite3")
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if let Some(message) = world_readable(path) {
+        return Err(message);
+    }
+    Ok(text.trim().to_owned())
+}
+
+/// A complaint if a secret file can be read by other users.
+fn world_readable(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} is readable by other users (mode {:o}); run chmod 600 on it",
+            path.display(),
+            mode & 0o777
+        )
+    })
+}
+
+fn check_database_url(url: &str, problems: &mut Vec<Problem>) {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        let host = url
+            .split("://")
+            .nth(1)
+            .map(|rest| rest.rsplit_once('@').map_or(rest, |(_, h)| h))
+            .and_then(|h| h.split(['/', '?', ':']).next())
+            .unwrap_or("");
+        let local = host.is_empty()
+            || host == "localhost"
+            || host.starts_with("127.")
+            || host == "[::1]"
+            || host.starts_with("%2F")
+            || host.starts_with('/');
+        if !local && !(lower.contains("sslmode=require") || lower.contains("sslmode=verify")) {
+            problems.push(Problem {
+                key: "database_url",
+                message: format!(
+                    "PostgreSQL on {host:?} is not on this machine: add sslmode=verify-full (or require) so the connection is encrypted"
+                ),
+            });
+        }
+    } else if !lower.starts_with("sqlite:") {
+        problems.push(Problem {
+            key: "database_url",
+            message: format!("{} is neither postgres://… nor sqlite:…", redact_url(url)),
+        });
+    }
+}
+
+fn check_limits(l: &Limits, problems: &mut Vec<Problem>) {
+    let mut bad = |ok: bool, message: &str| {
+        if !ok {
+            problems.push(Problem {
+                key: "limits",
+                message: message.into(),
+            });
+        }
+    };
+    bad((1024..=16 * 1024 * 1024).contains(&l.max_body_bytes), "max_body_bytes must be between 1 KiB and 16 MiB");
+    bad((1..=1_000_000).contains(&l.max_connections), "max_connections must be between 1 and 1000000");
+    bad((1..=120).contains(&l.tls_handshake_timeout_secs), "tls_handshake_timeout_secs must be between 1 and 120");
+    bad((1..=600).contains(&l.request_timeout_secs), "request_timeout_secs must be between 1 and 600");
+    bad((1..=1000).contains(&l.auth_attempts_per_minute_per_source), "auth_attempts_per_minute_per_source must be between 1 and 1000");
+    bad((1..=64).contains(&l.hashing_concurrency), "hashing_concurrency must be between 1 and 64");
+    bad((1..=120).contains(&l.hashing_queue_timeout_secs), "hashing_queue_timeout_secs must be between 1 and 120");
+    bad((1..=24 * 60).contains(&l.session_idle_minutes), "session_idle_minutes must be between 1 and 1440");
+    bad((1..=24 * 30).contains(&l.session_absolute_hours), "session_absolute_hours must be between 1 and 720");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_are_loopback_https_and_embedded() {
+        let config = Config::load(&Overrides::default(), &no_env).expect("defaults are valid");
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.database, DatabaseLocation::Embedded);
+        assert_eq!(config.public_url, "https://127.0.0.1:8443");
+    }
+
+    #[test]
+    fn flags_beat_environment_beat_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("palisade.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:1001\"\ndata_dir = \"/tmp/from-file\"\n").expect("write");
+        let env = |k: &str| (k == "PALISADE_LISTEN").then(|| "127.0.0.1:1002".to_owned());
+        let mut overrides = Overrides {
+            config_file: Some(file),
+            ..Overrides::default()
+        };
+        let config = Config::load(&overrides, &env).expect("valid");
+        assert_eq!(config.listen.port(), 1002);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/from-file"));
+        overrides.listen = Some("127.0.0.1:1003".into());
+        assert_eq!(Config::load(&overrides, &env).expect("valid").listen.port(), 1003);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let overrides = Overrides {
+            listen: Some("not-an-address".into()),
+            public_url: Some("http://plain.example".into()),
+            tls_cert: Some("/nonexistent.pem".into()),
+            database_url: Some("postgres://u:secretpw@db.example.com/palisade".into()),
+            ..Overrides::default()
+        };
+        let problems = Config::load(&overrides, &no_env).expect_err("invalid");
+        let keys: Vec<_> = problems.iter().map(|p| p.key).collect();
+        assert!(keys.contains(&"listen"), "{problems:?}");
+        assert!(keys.contains(&"public_url"), "{problems:?}");
+        assert!(keys.contains(&"tls_cert/tls_key"), "{problems:?}");
+        assert!(keys.contains(&"database_url"), "{problems:?}");
+        let text = format!("{problems:?}");
+        assert!(!text.contains("secretpw"), "secrets never printed: {text}");
+    }
+
+    #[test]
+    fn redacts_database_password() {
+        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("sqlite:x.db"), "sqlite:x.db");
+    }
+}

@@ -1,0 +1,153 @@
+//! Embedded, forward-only schema migrations. Written by hand rather than with
+//! `sqlx::migrate!` because that macro needs sqlx's proc-macro feature, which doubles
+//! the release build of SQLite and the TLS stack on our 2-core machine; the whole
+//! mechanism is a version table and a list.
+
+use super::{Backend, Db, now};
+use crate::error::{Error, Result};
+use sqlx::Row;
+
+/// Each migration is applied once, in order, inside a transaction.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "accounts, sessions, audit, outbox", V1)];
+
+/// The newest schema this binary understands.
+pub const LATEST_VERSION: i64 = 1;
+
+const V1: &str = r#"
+CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    email TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    status TEXT NOT NULL,
+    password_hash TEXT,
+    totp_secret TEXT,
+    totp_pending TEXT,
+    totp_last_step BIGINT NOT NULL DEFAULT 0,
+    failed_logins BIGINT NOT NULL DEFAULT 0,
+    locked_until BIGINT NOT NULL DEFAULT 0,
+    hard_locked BIGINT NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    last_login_at BIGINT
+);
+CREATE TABLE recovery_codes (
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    code_hash TEXT NOT NULL,
+    used_at BIGINT,
+    PRIMARY KEY (user_id, code_hash)
+);
+CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    stage TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    last_seen_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    source TEXT NOT NULL,
+    user_agent TEXT NOT NULL
+);
+CREATE INDEX sessions_user ON sessions (user_id);
+CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    last_used_at BIGINT,
+    revoked_at BIGINT
+);
+CREATE TABLE setup_codes (
+    code_hash TEXT PRIMARY KEY,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT
+);
+CREATE TABLE one_time_tokens (
+    token_hash TEXT PRIMARY KEY,
+    purpose TEXT NOT NULL,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT
+);
+CREATE TABLE audit_log (
+    seq BIGINT PRIMARY KEY,
+    at BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    source TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TABLE audit_head (
+    id BIGINT PRIMARY KEY,
+    seq BIGINT NOT NULL,
+    hash TEXT NOT NULL
+);
+INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+CREATE TABLE outbox (
+    id TEXT PRIMARY KEY,
+    recipient TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    category TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    sent_at BIGINT,
+    last_error TEXT
+);
+"#;
+
+pub(super) async fn current_version(db: &Db) -> Result<i64> {
+    let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
+        .fetch_one(db.pool())
+        .await?;
+    Ok(row.try_get::<i64, _>("v")?)
+}
+
+pub(super) async fn migrate(db: &Db) -> Result<()> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .execute(db.pool())
+    .await?;
+    let found = current_version(db).await?;
+    if found > LATEST_VERSION {
+        return Err(Error::SchemaTooNew {
+            found,
+            supported: LATEST_VERSION,
+        });
+    }
+    for (version, description, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > found) {
+        let mut tx = db.pool().begin().await?;
+        if db.backend() == Backend::Postgres {
+            // Two hub nodes starting together must not both migrate.
+            sqlx::raw_sql("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let already: i64 = sqlx::query("SELECT COUNT(*) AS n FROM schema_migrations WHERE version = $1")
+            .bind(*version)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if already == 0 {
+            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, description, applied_at) VALUES ($1, $2, $3)")
+                .bind(*version)
+                .bind(*description)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        tracing::info!(version, description, "database schema migrated");
+    }
+    Ok(())
+}

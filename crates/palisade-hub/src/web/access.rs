@@ -1,0 +1,113 @@
+//! Who is calling (the principal) and the per-route access decision.
+
+use super::AppState;
+use super::error::WebError;
+use crate::db::sessions::{Session, Stage};
+use crate::db::users::{Role, Status, User};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::Response;
+
+/// The access decision attached to a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No sign-in needed (the short, tested allowlist).
+    Public,
+    /// A session that has passed the password and waits for its second factor.
+    MfaPending,
+    /// A session enrolling a second factor (required before administrators get more),
+    /// or a full session adding one.
+    Enrolling,
+    /// Any session at all (used only by sign-out).
+    AnySession,
+    /// A signed-in account of any role.
+    Signed,
+    /// Administrators only.
+    Admin,
+}
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Session(Session),
+    ApiToken,
+}
+
+/// The authenticated caller, resolved once per request by middleware.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: User,
+    pub credential: Credential,
+}
+
+impl Principal {
+    pub fn session(&self) -> Option<&Session> {
+        match &self.credential {
+            Credential::Session(s) => Some(s),
+            Credential::ApiToken => None,
+        }
+    }
+    fn stage(&self) -> Stage {
+        self.session().map_or(Stage::Full, |s| s.stage)
+    }
+    pub fn is_full(&self) -> bool {
+        self.stage() == Stage::Full && self.user.status == Status::Active
+    }
+    pub fn is_admin(&self) -> bool {
+        self.is_full() && self.user.role == Role::Admin
+    }
+}
+
+/// Route middleware: refuse the request unless the principal satisfies the route's access.
+pub async fn require(
+    State((_, access)): State<(AppState, Access)>,
+    request: Request,
+    next: Next,
+) -> Result<Response, WebError> {
+    let principal = request.extensions().get::<Principal>();
+    let allowed = match (access, principal) {
+        (Access::Public, _) => true,
+        (_, None) => return Err(WebError::Unauthorized),
+        (Access::AnySession, Some(p)) => p.session().is_some(),
+        (Access::MfaPending, Some(p)) => p.stage() == Stage::Mfa,
+        (Access::Enrolling, Some(p)) => {
+            p.session().is_some() && (p.stage() == Stage::Enrol || p.is_full())
+        }
+        (Access::Signed, Some(p)) => p.is_full(),
+        (Access::Admin, Some(p)) => p.is_admin(),
+    };
+    if !allowed {
+        return Err(match principal {
+            Some(p) if p.is_full() => WebError::Forbidden,
+            _ => WebError::Unauthorized,
+        });
+    }
+    Ok(next.run(request).await)
+}
+
+/// Handlers that need a caller take `Principal`; it is absent (401) unless middleware
+/// resolved one, so a handler cannot be reached anonymously by mistake.
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or(WebError::Unauthorized)
+    }
+}
+
+/// A principal with a full session and the administrator role.
+pub struct AdminPrincipal(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for AdminPrincipal {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let p = Principal::from_request_parts(parts, state).await?;
+        if p.is_admin() { Ok(Self(p)) } else { Err(WebError::Forbidden) }
+    }
+}

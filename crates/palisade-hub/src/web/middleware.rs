@@ -1,0 +1,245 @@
+//! Request middleware: who is calling, CSRF defence, deadlines, and the headers and
+//! error pages every response gets.
+
+use super::AppState;
+use super::access::{Credential, Principal};
+use super::error::{ErrorMessage, WebError};
+use crate::db::tokens::API_TOKEN_PREFIX;
+use crate::db::users::Status;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::net::{IpAddr, SocketAddr};
+
+/// Session cookie. `__Host-` pins it to this origin, path `/`, HTTPS only.
+pub const SESSION_COOKIE: &str = "__Host-palisade_session";
+/// Anti-CSRF cookie for forms shown before sign-in (double submit).
+pub const CSRF_COOKIE: &str = "__Host-palisade_csrf";
+
+/// The anti-CSRF token that forms on this page must send back.
+#[derive(Debug, Clone)]
+pub struct CsrfToken(pub String);
+
+/// The client's address (TLS peer; no proxy headers are trusted).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
+
+/// The value of a cookie in the request.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// A `Set-Cookie` value with the attributes every Palisade cookie has.
+pub fn set_cookie(name: &str, value: &str, max_age_secs: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("invalid=; Max-Age=0"))
+}
+
+fn plausible_token(s: &str) -> bool {
+    (20..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Resolve the caller from a bearer token or session cookie, and the CSRF token.
+pub async fn resolve_principal(State(state): State<AppState>, mut request: Request, next: Next) -> Result<Response, WebError> {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    request.extensions_mut().insert(ClientAddr(peer));
+    let headers = request.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .map(str::to_owned);
+    let session_token = cookie(headers, SESSION_COOKIE).filter(|t| plausible_token(t)).map(str::to_owned);
+    let csrf_cookie = cookie(headers, CSRF_COOKIE).filter(|t| plausible_token(t)).map(str::to_owned);
+
+    let mut principal = None;
+    if let Some(raw) = bearer {
+        // A presented but invalid token is refused outright, never treated as anonymous.
+        if !raw.starts_with(API_TOKEN_PREFIX) {
+            return Err(WebError::Unauthorized);
+        }
+        let user_id = state.db.api_token_user(&raw).await?.ok_or(WebError::Unauthorized)?;
+        let user = state.db.user(&user_id).await?.ok_or(WebError::Unauthorized)?;
+        if user.status != Status::Active {
+            return Err(WebError::Unauthorized);
+        }
+        principal = Some(Principal {
+            user,
+            credential: Credential::ApiToken,
+        });
+    } else if let Some(raw) = &session_token
+        && let Some(session) = state.db.session(raw, state.auth.session_times).await?
+    {
+        match state.db.user(&session.user_id).await? {
+            Some(user) if user.status != Status::Disabled => {
+                principal = Some(Principal {
+                    user,
+                    credential: Credential::Session(session),
+                });
+            }
+            _ => state.db.delete_session(&session.token_hash).await?,
+        }
+    }
+    let mut new_csrf_cookie = None;
+    let csrf = match principal.as_ref().and_then(Principal::session) {
+        Some(session) => session.csrf.clone(),
+        None => match csrf_cookie {
+            Some(existing) => existing,
+            None => {
+                let fresh = palisade_crypto::token::random_token();
+                new_csrf_cookie = Some(fresh.clone());
+                fresh
+            }
+        },
+    };
+    request.extensions_mut().insert(CsrfToken(csrf));
+    if let Some(p) = principal {
+        request.extensions_mut().insert(p);
+    }
+    let mut response = next.run(request).await;
+    let is_page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if let Some(fresh) = new_csrf_cookie.filter(|_| is_page) {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, &fresh, 12 * 3600));
+    }
+    Ok(response)
+}
+
+/// Refuse state-changing requests that come from another site or lack the CSRF token
+/// (WEB-1). Requests authenticated by an API token carry no ambient credential and
+/// need no token.
+pub async fn csrf(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, WebError> {
+    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(next.run(request).await);
+    }
+    let headers = request.headers();
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && site != "same-origin"
+        && site != "none"
+    {
+        return Err(WebError::Csrf);
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| request.uri().authority().map(|a| a.to_string()));
+        if host.is_none_or(|h| origin != format!("https://{h}")) {
+            return Err(WebError::Csrf);
+        }
+    }
+    if request
+        .extensions()
+        .get::<Principal>()
+        .is_some_and(|p| matches!(p.credential, Credential::ApiToken))
+    {
+        return Ok(next.run(request).await);
+    }
+    let expected = request
+        .extensions()
+        .get::<CsrfToken>()
+        .map(|t| t.0.clone())
+        .ok_or(WebError::Csrf)?;
+    if let Some(sent) = request.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()) {
+        if palisade_crypto::token::constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
+            return Ok(next.run(request).await);
+        }
+        return Err(WebError::Csrf);
+    }
+    let is_form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(WebError::Csrf);
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, state.config.limits.max_body_bytes)
+        .await
+        .map_err(|_| WebError::BadRequest("The request is too large.".into()))?;
+    let sent = form_urlencoded_value(&bytes, "csrf");
+    if !sent.is_some_and(|s| palisade_crypto::token::constant_time_eq(s.as_bytes(), expected.as_bytes())) {
+        return Err(WebError::Csrf);
+    }
+    Ok(next.run(Request::from_parts(parts, Body::from(bytes))).await)
+}
+
+fn form_urlencoded_value(body: &[u8], name: &str) -> Option<String> {
+    serde_urlencoded_pairs(body)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+fn serde_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).unwrap_or_default()
+}
+
+/// Give every request a deadline.
+pub async fn deadline(State(limit): State<std::time::Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => WebError::Timeout.into_response(),
+    }
+}
+
+/// Security headers on every response (WEB-2, WEB-3), and console error pages.
+pub async fn security_headers(request: Request, next: Next) -> Response {
+    let is_api = request.uri().path().starts_with("/api/");
+    let mut response = next.run(request).await;
+    if !is_api && let Some(ErrorMessage(message)) = response.extensions().get::<ErrorMessage>().cloned() {
+        let status = response.status();
+        let retry = response.headers().get(header::RETRY_AFTER).cloned();
+        let mut page = super::pages::error_page(status, &message).into_response();
+        *page.status_mut() = status;
+        if let Some(retry) = retry {
+            page.headers_mut().insert(header::RETRY_AFTER, retry);
+        }
+        for cookie in response.headers().get_all(header::SET_COOKIE) {
+            page.headers_mut().append(header::SET_COOKIE, cookie.clone());
+        }
+        response = page;
+    }
+    let h = response.headers_mut();
+    let set = |h: &mut HeaderMap, name: &'static str, value: &'static str| {
+        h.insert(name, HeaderValue::from_static(value));
+    };
+    set(h, "strict-transport-security", "max-age=31536000; includeSubDomains");
+    set(
+        h,
+        "content-security-policy",
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
+    );
+    set(h, "x-content-type-options", "nosniff");
+    set(h, "x-frame-options", "DENY");
+    set(h, "referrer-policy", "no-referrer");
+    set(h, "cross-origin-opener-policy", "same-origin");
+    set(h, "cross-origin-resource-policy", "same-origin");
+    set(h, "permissions-policy", "camera=(), microphone=(), geolocation=()");
+    if !h.contains_key(header::CACHE_CONTROL) {
+        set(h, "cache-control", "no-store");
+    }
+    response
+}

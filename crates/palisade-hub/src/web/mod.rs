@@ -1,0 +1,135 @@
+//! The HTTP surface: console pages and `/api/v1`, built from one route table in which
+//! every route carries its access decision, so the table can be enumerated by tests
+//! and no route exists without one (DESIGN.md invariant 5).
+
+pub mod access;
+pub mod api;
+pub mod console;
+pub mod error;
+pub mod middleware;
+pub mod pages;
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::db::Db;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::MethodRouter;
+use std::sync::Arc;
+
+pub use access::Access;
+
+/// Everything a request handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub auth: Auth,
+}
+
+/// One route and who may call it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// Builds the router and the table of routes together.
+struct Routes {
+    router: Router<AppState>,
+    table: Vec<RouteInfo>,
+    state: AppState,
+}
+
+impl Routes {
+    fn add(mut self, method: &'static str, path: &'static str, access: Access, handler: MethodRouter<AppState>) -> Self {
+        self.table.push(RouteInfo { method, path, access });
+        let guarded = handler.route_layer(axum::middleware::from_fn_with_state(
+            (self.state.clone(), access),
+            access::require,
+        ));
+        self.router = self.router.route(path, guarded);
+        self
+    }
+}
+
+/// The route table with the handlers, in one place.
+fn routes(state: AppState) -> Routes {
+    use Access::*;
+    use axum::routing::{get, post};
+    use console::{account, admin, signin};
+    let r = Routes {
+        router: Router::new(),
+        table: Vec::new(),
+        state,
+    };
+    r.add("GET", "/", Public, get(console::home))
+        .add("GET", "/healthz", Public, get(api::healthz))
+        .add("GET", "/static/console.css", Public, get(pages::stylesheet))
+        .add("GET", "/setup", Public, get(signin::setup_form))
+        .add("POST", "/setup", Public, post(signin::setup_submit))
+        .add("GET", "/login", Public, get(signin::login_form))
+        .add("POST", "/login", Public, post(signin::login_submit))
+        .add("GET", "/login/mfa", MfaPending, get(signin::mfa_form))
+        .add("POST", "/login/mfa", MfaPending, post(signin::mfa_submit))
+        .add("POST", "/logout", AnySession, post(signin::logout))
+        .add("GET", "/signup", Public, get(signin::signup_form))
+        .add("POST", "/signup", Public, post(signin::signup_submit))
+        .add("GET", "/verify-email", Public, get(signin::verify_form))
+        .add("POST", "/verify-email", Public, post(signin::verify_submit))
+        .add("GET", "/recover", Public, get(signin::recover_form))
+        .add("POST", "/recover", Public, post(signin::recover_submit))
+        .add("GET", "/recover/reset", Public, get(signin::reset_form))
+        .add("POST", "/recover/reset", Public, post(signin::reset_submit))
+        .add("GET", "/invite", Public, get(signin::invite_form))
+        .add("POST", "/invite", Public, post(signin::invite_submit))
+        .add("GET", "/mfa/enrol", Enrolling, get(account::enrol_form))
+        .add("POST", "/mfa/enrol", Enrolling, post(account::enrol_submit))
+        .add("GET", "/account", Signed, get(account::page))
+        .add("POST", "/account/password", Signed, post(account::change_password))
+        .add("POST", "/account/mfa/start", Signed, post(account::mfa_start))
+        .add("POST", "/account/mfa/disable", Signed, post(account::mfa_disable))
+        .add("POST", "/account/recovery-codes", Signed, post(account::new_recovery_codes))
+        .add("POST", "/account/sessions/end-others", Signed, post(account::end_other_sessions))
+        .add("POST", "/account/tokens", Signed, post(account::create_token))
+        .add("POST", "/account/tokens/{id}/revoke", Signed, post(account::revoke_token))
+        .add("GET", "/users", Admin, get(admin::users_page))
+        .add("POST", "/users/invite", Admin, post(admin::invite))
+        .add("POST", "/users/{id}/role", Admin, post(admin::set_role))
+        .add("POST", "/users/{id}/unlock", Admin, post(admin::unlock))
+        .add("POST", "/users/{id}/disable", Admin, post(admin::disable))
+        .add("POST", "/users/{id}/enable", Admin, post(admin::enable))
+        .add("GET", "/audit", Admin, get(admin::audit_page))
+        .add("GET", "/api/v1/openapi.json", Signed, get(api::openapi))
+        .add("GET", "/api/v1/me", Signed, get(api::me))
+        .add("GET", "/api/v1/users", Admin, get(api::users))
+        .add("POST", "/api/v1/users/{id}/unlock", Admin, post(api::unlock_user))
+        .add("POST", "/api/v1/users/{id}/disable", Admin, post(api::disable_user))
+        .add("GET", "/api/v1/audit", Admin, get(api::audit))
+        .add("GET", "/api/v1/audit/verify", Admin, get(api::audit_verify))
+}
+
+/// Every route with its access decision.
+pub fn route_table(state: AppState) -> Vec<RouteInfo> {
+    routes(state).table
+}
+
+/// The complete application: routes, then (outermost last) CSRF defence, principal
+/// resolution, security headers, body and time limits.
+pub fn app(state: AppState) -> Router {
+    let limits = state.config.limits.clone();
+    let built = routes(state.clone());
+    built
+        .router
+        .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::csrf))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::resolve_principal))
+        .layer(axum::middleware::from_fn(middleware::security_headers))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            std::time::Duration::from_secs(limits.request_timeout_secs),
+            middleware::deadline,
+        ))
+        .with_state(state)
+}

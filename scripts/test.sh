@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Palisade: the single test command of the project.
+#
+#   ./scripts/test.sh           fmt check, clippy (-D warnings), full test suite
+#   ./scripts/test.sh --quick   full test suite only (skips fmt and clippy)
+#
+# Works on a fresh Debian 12 machine (as root it installs missing system
+# packages itself) and in CI (CI=true, no stdin). End-to-end tests that need
+# Chromium, chromedriver or PostgreSQL fail instead of skipping, because
+# PALISADE_E2E_REQUIRED=1 is exported below.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+quick=0
+for arg in "$@"; do
+    case "$arg" in
+        --quick) quick=1 ;;
+        -h | --help)
+            echo "usage: ./scripts/test.sh [--quick]"
+            echo "  --quick  skip cargo fmt and cargo clippy; run only cargo test"
+            exit 0
+            ;;
+        *)
+            echo "test.sh: unknown argument: $arg (usage: ./scripts/test.sh [--quick])" >&2
+            exit 2
+            ;;
+    esac
+done
+
+section() {
+    printf '\n==> %s\n' "$*"
+}
+
+# --- system packages ---------------------------------------------------------
+section "Checking system packages"
+
+# Debian package -> is it already there?
+missing=()
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    missing+=(postgresql)
+fi
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+[[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
+command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+
+if ((${#missing[@]} > 0)); then
+    install_cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}"
+    if [[ $(id -u) -ne 0 ]]; then
+        {
+            echo "test.sh: missing system packages: ${missing[*]}"
+            echo "Install them as root, then re-run ./scripts/test.sh:"
+            echo "    sudo sh -c '$install_cmd'"
+        } >&2
+        exit 1
+    fi
+    echo "Installing: ${missing[*]}"
+    apt-get update </dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" </dev/null
+else
+    echo "All present (postgresql, chromium, chromium-driver, mosquitto-clients, openssl, python3)."
+fi
+
+# PostgreSQL's server binaries are not on PATH on Debian; append the newest.
+pg_bin=$(compgen -G '/usr/lib/postgresql/*/bin/initdb' | sort -V | tail -n 1 || true)
+if [[ -n "$pg_bin" ]]; then
+    export PATH="$PATH:${pg_bin%/initdb}"
+else
+    echo "test.sh: PostgreSQL server binaries (initdb) not found after install" >&2
+    exit 1
+fi
+
+# --- Rust toolchain ----------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "test.sh: cargo not found. Install Rust (https://rustup.rs), then re-run ./scripts/test.sh" >&2
+    exit 1
+fi
+if ((quick == 0)); then
+    for component in rustfmt clippy; do
+        sub=${component/rustfmt/fmt}
+        if ! cargo "$sub" --version >/dev/null 2>&1; then
+            if command -v rustup >/dev/null 2>&1; then
+                section "Installing Rust component $component"
+                rustup component add "$component" </dev/null
+            else
+                echo "test.sh: 'cargo $sub' is not available and rustup is not installed" >&2
+                exit 1
+            fi
+        fi
+    done
+fi
+
+export PALISADE_E2E_REQUIRED=1
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
+
+# --- checks ------------------------------------------------------------------
+if ((quick == 0)); then
+    section "cargo fmt --all -- --check"
+    cargo fmt --all -- --check
+
+    section "cargo clippy --workspace --all-targets --locked -- -D warnings"
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+else
+    section "--quick: skipping cargo fmt and cargo clippy"
+fi
+
+section "cargo test --workspace --locked (PALISADE_E2E_REQUIRED=1)"
+cargo test --workspace --locked
+
+section "All checks passed"

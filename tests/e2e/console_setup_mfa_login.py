@@ -1,0 +1,481 @@
+#!/usr/bin/env python3
+"""End-to-end test of the Palisade web console in a real browser.
+
+Requirements covered:
+
+* AUTH-1 -- first-run setup: the one-time setup code creates the first
+  administrator, who must then sign in with username + password.
+* AUTH-8 -- TOTP multi-factor authentication: the administrator enrols a TOTP
+  authenticator (RFC 6238, HMAC-SHA1, 6 digits, 30 s step), receives 10
+  recovery codes, and every later login asks for a code; a code step that was
+  already used is not accepted again, so the login uses the next step.
+* WEB-2 -- the console is served over HTTPS with a strict Content Security
+  Policy: no page of the flow triggers a CSP violation or a browser error, and
+  console pages refuse unauthenticated access (redirect to /login).
+
+What this test proves: headless Debian Chromium, trusting the hub's
+certificate only through an SPKI pin (no blanket --ignore-certificate-errors),
+can go setup -> MFA enrolment -> recovery codes -> console -> sign out ->
+password + TOTP login -> console, with zero CSP violations and zero SEVERE
+browser log entries (favicon 404s aside), and that /users needs a session.
+
+It drives /usr/bin/chromedriver through the W3C WebDriver HTTP API using only
+the Python standard library (no selenium). Usage:
+
+    python3 tests/e2e/console_setup_mfa_login.py --url https://127.0.0.1:PORT \
+        --spki-hash BASE64 --setup-code CODE --username admin1 \
+        --email admin1@example.org --password "PASSPHRASE" --screenshot-dir DIR
+
+Exit status 0 on success, 1 on failure (the failing step, URL, page title and
+a screenshot are reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM = "/usr/bin/chromium"
+WAIT_SECONDS = 15.0  # bound for every element / URL wait
+DRIVER_START_SECONDS = 20.0  # bound for chromedriver to report ready
+HTTP_TIMEOUT_SECONDS = 60.0  # bound for a single WebDriver HTTP call
+ELEMENT_KEY = "element-6066-11e4-a52e-4f735466cecf"  # W3C web element id
+
+CSP_RECORDER = (
+    "window.__csp=[];"
+    "document.addEventListener('securitypolicyviolation',"
+    "e=>window.__csp.push(e.violatedDirective+' '+e.blockedURI));"
+)
+
+
+class TestFailure(Exception):
+    """An expectation of the test did not hold."""
+
+
+class WebDriverError(Exception):
+    """chromedriver answered with a W3C error."""
+
+    def __init__(self, error: str, message: str):
+        super().__init__(f"{error}: {message}")
+        self.error = error
+
+
+# --- state shared by the helpers ---------------------------------------------
+
+driver_url = ""  # http://127.0.0.1:PORT of chromedriver
+session_id = ""  # current WebDriver session
+screenshot_dir = ""
+current_step = "starting chromedriver"
+
+
+# --- TOTP (RFC 6238) ----------------------------------------------------------
+
+
+def totp(secret_b32: str, at: float, step: int = 30, digits: int = 6) -> str:
+    """RFC 6238 TOTP with HMAC-SHA1 for the time `at` (Unix seconds)."""
+    secret = "".join(secret_b32.split()).upper()
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    counter = struct.pack(">Q", int(at // step))
+    mac = hmac.new(key, counter, hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    value = struct.unpack(">I", mac[offset : offset + 4])[0] & 0x7FFFFFFF
+    return str(value % 10**digits).zfill(digits)
+
+
+# --- WebDriver plumbing -------------------------------------------------------
+
+
+def http(method: str, url: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json; charset=utf-8")
+    try:
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_SECONDS) as resp:
+            payload = resp.read()
+    except urllib.error.HTTPError as err:
+        payload = err.read()
+        try:
+            value = json.loads(payload).get("value", {})
+        except ValueError:
+            value = {}
+        if not isinstance(value, dict):
+            value = {}
+        raise WebDriverError(
+            value.get("error", f"HTTP {err.code}"),
+            value.get("message", payload[:300].decode(errors="replace")),
+        ) from None
+    return json.loads(payload) if payload else {}
+
+
+def wd(method: str, path: str, body: dict | None = None):
+    """Call a session command, e.g. wd("POST", "/url", {"url": ...})."""
+    if method == "POST" and body is None:
+        body = {}
+    return http(method, f"{driver_url}/session/{session_id}{path}", body).get("value")
+
+
+def find(css: str) -> str | None:
+    """Element id of the first match for `css`, or None."""
+    try:
+        found = wd("POST", "/element", {"using": "css selector", "value": css})
+    except WebDriverError as err:
+        if err.error == "no such element":
+            return None
+        raise
+    return found[ELEMENT_KEY]
+
+
+def find_all(css: str) -> list[str]:
+    found = wd("POST", "/elements", {"using": "css selector", "value": css})
+    return [element[ELEMENT_KEY] for element in found]
+
+
+def wait_for(what: str, predicate, timeout: float = WAIT_SECONDS):
+    """Poll `predicate` until it returns something truthy (bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = predicate()
+        except WebDriverError as err:
+            if err.error not in ("no such element", "stale element reference"):
+                raise
+            result = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TestFailure(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def element(css: str) -> str:
+    return wait_for(f"element {css!r}", lambda: find(css))
+
+
+def text(css: str) -> str:
+    return wd("GET", f"/element/{element(css)}/text")
+
+
+def fill(name: str, value: str) -> None:
+    """Type `value` into the form field called `name`."""
+    field = element(f'[name="{name}"]')
+    wd("POST", f"/element/{field}/clear")
+    wd("POST", f"/element/{field}/value", {"text": value})
+
+
+def click(css: str) -> None:
+    wd("POST", f"/element/{element(css)}/click")
+
+
+def submit(field_name: str) -> None:
+    """Click the submit button of the form that holds field `field_name`."""
+    field = element(f'[name="{field_name}"]')
+    button = wd(
+        "POST",
+        "/execute/sync",
+        {
+            "script": "return arguments[0].form && "
+            "arguments[0].form.querySelector('button[type=submit]');",
+            "args": [{ELEMENT_KEY: field}],
+        },
+    )
+    if button:
+        wd("POST", f"/element/{button[ELEMENT_KEY]}/click")
+    else:
+        click("button[type=submit]")
+
+
+def navigate(url: str) -> None:
+    wd("POST", "/url", {"url": url})
+
+
+def current_url() -> str:
+    return wd("GET", "/url")
+
+
+def current_path() -> str:
+    return urllib.parse.urlsplit(current_url()).path
+
+
+def screenshot(name: str) -> str:
+    path = os.path.join(screenshot_dir, name)
+    png = base64.b64decode(wd("GET", "/screenshot"))
+    with open(path, "wb") as out:
+        out.write(png)
+    return path
+
+
+def browser_log() -> list[dict]:
+    """Browser console entries since the last call (chromedriver extension)."""
+    try:
+        return wd("POST", "/se/log", {"type": "browser"}) or []
+    except WebDriverError as err:
+        if err.error not in ("unknown command", "HTTP 404"):
+            raise
+        return wd("POST", "/log", {"type": "browser"}) or []
+
+
+# --- per-page checks ----------------------------------------------------------
+
+
+def check_page() -> None:
+    """No TLS interstitial, no CSP violation, no SEVERE browser log entry."""
+    title = wd("GET", "/title") or ""
+    if "Privacy error" in title or current_url().startswith("chrome-error://"):
+        raise TestFailure(
+            f"browser refused the page ({title!r}); is --spki-hash the hub's key?"
+        )
+    wait_for(
+        "document.readyState == 'complete'",
+        lambda: wd("POST", "/execute/sync", {"script": "return document.readyState;", "args": []})
+        == "complete",
+    )
+    time.sleep(0.3)  # securitypolicyviolation events are dispatched as tasks
+    problems = []
+    csp = wd("POST", "/execute/sync", {"script": "return window.__csp || [];", "args": []})
+    problems += [f"CSP violation: {entry}" for entry in csp or []]
+    for entry in browser_log():
+        message = str(entry.get("message", ""))
+        level = entry.get("level", "")
+        if "Content Security Policy" in message:
+            problems.append(f"browser log (CSP): {message}")
+        elif level == "SEVERE" and "favicon.ico" not in message:
+            problems.append(f"browser log SEVERE: {message}")
+    if problems:
+        raise TestFailure("; ".join(problems))
+
+
+def arrive(path: str, shot: str) -> None:
+    """Wait until the browser is on `path`, check the page, screenshot it."""
+    wait_for(f"URL path {path}", lambda: current_path() == path)
+    check_page()
+    screenshot(shot)
+
+
+def step(name: str) -> None:
+    global current_step
+    current_step = name
+    print(f"e2e: {name}", flush=True)
+
+
+# --- the flow -----------------------------------------------------------------
+
+
+def run_flow(args: argparse.Namespace) -> None:
+    base = args.url.rstrip("/")
+
+    step("a. first-run setup (AUTH-1)")
+    navigate(f"{base}/setup")
+    arrive("/setup", "01-setup.png")
+    fill("code", args.setup_code)
+    fill("username", args.username)
+    fill("email", args.email)
+    fill("password", args.password)
+    submit("code")
+
+    step("b. TOTP enrolment (AUTH-8)")
+    arrive("/mfa/enrol", "02-mfa-enrol.png")
+    secret = text("#totp-secret").strip()
+    if not secret:
+        raise TestFailure("#totp-secret is empty")
+    fill("code", totp(secret, time.time()))
+    submit("code")
+
+    step("c. recovery codes, then console home")
+    wait_for("#recovery-codes", lambda: find("#recovery-codes li"))
+    check_page()
+    screenshot("03-recovery-codes.png")
+    codes = find_all("#recovery-codes li")
+    if len(codes) != 10:
+        raise TestFailure(f"expected 10 recovery codes, found {len(codes)}")
+    click("#continue")
+    wait_for("#signed-in-as", lambda: find("#signed-in-as"))
+    check_page()
+    screenshot("04-console-home.png")
+    if args.username not in text("#signed-in-as"):
+        raise TestFailure(f"#signed-in-as does not name {args.username!r}")
+
+    step("d. sign out")
+    click("#logout")
+    arrive("/login", "05-signed-out.png")
+
+    step("e. log in with password + TOTP (AUTH-8)")
+    fill("username", args.username)
+    fill("password", args.password)
+    submit("username")
+    arrive("/login/mfa", "06-login-mfa.png")
+    # The enrolment consumed the current step; the hub accepts +-1 step.
+    fill("code", totp(secret, time.time() + 30))
+    submit("code")
+    wait_for("#signed-in-as", lambda: find("#signed-in-as"))
+    check_page()
+    screenshot("07-signed-in-again.png")
+    if args.username not in text("#signed-in-as"):
+        raise TestFailure(f"#signed-in-as does not name {args.username!r}")
+
+    step("f. /users needs a session (WEB-2)")
+    navigate(f"{base}/users")
+    arrive("/users", "08-users.png")
+    element("#users-table")
+    click("#logout")
+    arrive("/login", "09-signed-out-again.png")
+    navigate(f"{base}/users")
+    arrive("/login", "10-users-refused.png")
+    if find("#users-table"):
+        raise TestFailure("unauthenticated /users showed #users-table")
+
+
+# --- chromedriver lifecycle ---------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_chromedriver(log_path: str) -> subprocess.Popen:
+    global driver_url
+    port = free_port()
+    driver_url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [CHROMEDRIVER, f"--port={port}"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: Chromium dies with it
+        )
+
+    def ready():
+        if proc.poll() is not None:
+            raise TestFailure(f"chromedriver exited with status {proc.returncode}")
+        try:
+            return http("GET", f"{driver_url}/status").get("value", {}).get("ready")
+        except (OSError, WebDriverError):
+            return False
+
+    wait_for("chromedriver /status ready", ready, timeout=DRIVER_START_SECONDS)
+    return proc
+
+
+def stop_chromedriver(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        except ProcessLookupError:
+            pass
+
+
+def new_session(profile_dir: str, spki_hash: str) -> None:
+    global session_id
+    capabilities = {
+        "browserName": "chrome",
+        "timeouts": {"pageLoad": int(WAIT_SECONDS * 1000), "script": 5000, "implicit": 0},
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                f"--user-data-dir={profile_dir}",
+                f"--ignore-certificate-errors-spki-list={spki_hash}",
+            ],
+        },
+        "goog:loggingPrefs": {"browser": "ALL"},
+    }
+    reply = http("POST", f"{driver_url}/session", {"capabilities": {"alwaysMatch": capabilities}})
+    session_id = reply["value"]["sessionId"]
+    wd("POST", "/window/rect", {"width": 1280, "height": 1024})
+    # Record CSP violations on every document before any page script runs.
+    wd("POST", "/goog/cdp/execute", {"cmd": "Page.enable", "params": {}})
+    wd(
+        "POST",
+        "/goog/cdp/execute",
+        {"cmd": "Page.addScriptToEvaluateOnNewDocument", "params": {"source": CSP_RECORDER}},
+    )
+
+
+def report_failure(err: Exception) -> None:
+    print(f"e2e console: FAILED at step '{current_step}': {err}", file=sys.stderr)
+    if not session_id:
+        return
+    try:
+        print(f"  current URL: {current_url()}", file=sys.stderr)
+        print(f"  page title:  {wd('GET', '/title')!r}", file=sys.stderr)
+        print(f"  screenshot:  {screenshot('99-failure.png')}", file=sys.stderr)
+    except Exception as detail:  # the browser may be gone; report what we can
+        print(f"  (could not inspect the browser: {detail})", file=sys.stderr)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="hub console, https://127.0.0.1:PORT")
+    parser.add_argument("--spki-hash", required=True, help="base64 SHA-256 of the hub's SPKI")
+    parser.add_argument("--setup-code", required=True)
+    parser.add_argument("--username", required=True)
+    parser.add_argument("--email", required=True)
+    parser.add_argument("--password", required=True)
+    parser.add_argument("--screenshot-dir", required=True)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    global screenshot_dir, session_id
+    args = parse_args(argv)
+    screenshot_dir = os.path.abspath(args.screenshot_dir)
+    os.makedirs(screenshot_dir, exist_ok=True)
+    profile_dir = tempfile.mkdtemp(prefix="palisade-e2e-chromium-")
+    driver = None
+    ok = False
+    try:
+        driver = start_chromedriver(os.path.join(screenshot_dir, "chromedriver.log"))
+        step("starting Chromium")
+        new_session(profile_dir, args.spki_hash)
+        run_flow(args)
+        ok = True
+    except Exception as err:  # any failure: report it, then clean up below
+        report_failure(err)
+    finally:
+        if session_id:
+            try:
+                http("DELETE", f"{driver_url}/session/{session_id}")
+            except (OSError, WebDriverError):
+                pass
+            session_id = ""
+        if driver is not None:
+            stop_chromedriver(driver)
+        shutil.rmtree(profile_dir, ignore_errors=True)
+    if ok:
+        print("e2e console: setup -> MFA enrolment -> login passed")
+        return 0
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
