@@ -1,0 +1,69 @@
+//! ACC-1, DESIGN.md invariant 5: every route outside a short public allowlist answers
+//! 401 or 403 without a session. The route table is enumerated, so a route added
+//! without an access decision, or wrongly public, fails here.
+
+mod common;
+
+use common::TestHub;
+use palisade_hub::web::{Access, route_table};
+
+/// The public allowlist. Changing it is a security decision: update this list in the
+/// same change, with a reason.
+const PUBLIC: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/healthz"),
+    ("GET", "/static/console.css"),
+    ("GET", "/setup"),
+    ("POST", "/setup"),
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("GET", "/signup"),
+    ("POST", "/signup"),
+    ("GET", "/verify-email"),
+    ("POST", "/verify-email"),
+    ("GET", "/recover"),
+    ("POST", "/recover"),
+    ("GET", "/recover/reset"),
+    ("POST", "/recover/reset"),
+    ("GET", "/invite"),
+    ("POST", "/invite"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_non_public_route_refuses_anonymous_callers() {
+    let hub = TestHub::start().await;
+    let table = route_table(hub.hub.state.clone());
+    assert!(table.len() > 30, "the table lists every route ({})", table.len());
+
+    let public: Vec<(&str, &str)> = table.iter().filter(|r| r.access == Access::Public).map(|r| (r.method, r.path)).collect();
+    assert_eq!(public, PUBLIC, "the public allowlist changed");
+
+    let mut b = hub.browser();
+    b.get("/login").await; // obtain a pre-session CSRF token, so CSRF does not mask the answer
+    let csrf = b.csrf.clone().expect("csrf");
+    let mut checked = 0;
+    for route in table.iter().filter(|r| r.access != Access::Public) {
+        let path = route.path.replace("{id}", "0123456789abcdef0123456789abcdef");
+        let request = b
+            .request(route.method.parse().expect("method"), &path)
+            .header("x-csrf-token", &csrf);
+        let page = b.send(request).await;
+        assert!(
+            page.status == 401 || page.status == 403,
+            "{} {} answered {} without a session",
+            route.method,
+            route.path,
+            page.status
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "checked {checked} protected routes");
+
+    // A forged or random session cookie is no better than none.
+    b.cookies.insert("__Host-palisade_session".into(), "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into());
+    assert_eq!(b.get("/account").await.status, 401);
+    // Nor is a made-up API token.
+    let forged = b.request(reqwest::Method::GET, "/api/v1/me").bearer_auth("pal_forged-token-value-0000000000000");
+    assert_eq!(b.send(forged).await.status, 401);
+    hub.hub.shutdown().await;
+}
