@@ -11,7 +11,7 @@ Requirements covered:
   already used is not accepted again, so the login uses the next step.
 * WEB-2 -- the console is served over HTTPS with a strict Content Security
   Policy: no page of the flow triggers a CSP violation or a browser error, and
-  console pages refuse unauthenticated access (redirect to /login).
+  console pages refuse unauthenticated access (401 with a sign-in link).
 
 What this test proves: headless Debian Chromium, trusting the hub's
 certificate only through an SPKI pin (no blanket --ignore-certificate-errors),
@@ -233,8 +233,9 @@ def browser_log() -> list[dict]:
 # --- per-page checks ----------------------------------------------------------
 
 
-def check_page() -> None:
-    """No TLS interstitial, no CSP violation, no SEVERE browser log entry."""
+def check_page(expected_status: int | None = None) -> None:
+    """No TLS interstitial, no CSP violation, no SEVERE browser log entry (except the
+    resource-load error Chromium logs for an expected HTTP error status)."""
     title = wd("GET", "/title") or ""
     if "Privacy error" in title or current_url().startswith("chrome-error://"):
         raise TestFailure(
@@ -254,6 +255,8 @@ def check_page() -> None:
         level = entry.get("level", "")
         if "Content Security Policy" in message:
             problems.append(f"browser log (CSP): {message}")
+        elif expected_status and f"status of {expected_status}" in message:
+            continue
         elif level == "SEVERE" and "favicon.ico" not in message:
             problems.append(f"browser log SEVERE: {message}")
     if problems:
@@ -335,9 +338,15 @@ def run_flow(args: argparse.Namespace) -> None:
     click("#logout")
     arrive("/login", "09-signed-out-again.png")
     navigate(f"{base}/users")
-    arrive("/login", "10-users-refused.png")
+    wait_for("URL path /users", lambda: current_path() == "/users")
+    check_page(expected_status=401)
+    screenshot("10-users-refused.png")
     if find("#users-table"):
         raise TestFailure("unauthenticated /users showed #users-table")
+    if "Sign-in required" not in text("#error"):
+        raise TestFailure("unauthenticated /users did not say sign-in is required")
+    if not find("a[href='/login']"):
+        raise TestFailure("the refusal page has no link to sign in")
 
 
 # --- chromedriver lifecycle ---------------------------------------------------

@@ -234,7 +234,9 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     );
     set(h, "x-content-type-options", "nosniff");
     set(h, "x-frame-options", "DENY");
-    set(h, "referrer-policy", "no-referrer");
+    // `same-origin`, not `no-referrer`: with no-referrer browsers send `Origin: null` on
+    // form posts, which the CSRF check (rightly) refuses. Nothing leaks to other sites.
+    set(h, "referrer-policy", "same-origin");
     set(h, "cross-origin-opener-policy", "same-origin");
     set(h, "cross-origin-resource-policy", "same-origin");
     set(h, "permissions-policy", "camera=(), microphone=(), geolocation=()");

@@ -1,0 +1,58 @@
+//! AUTH-1, AUTH-8, WEB-2: the real console in headless Chromium — setup, TOTP
+//! enrolment, sign-out, password + TOTP sign-in — with the hub's key pinned and the
+//! test failing on any Content-Security-Policy violation. The browser is driven by
+//! `tests/e2e/console_setup_mfa_login.py` through chromedriver.
+
+mod common;
+
+use common::{ADMIN, ADMIN_EMAIL, ADMIN_PASSWORD, TestHub};
+use std::process::Command;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_mfa_enrolment_and_login_in_chromium() {
+    for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        assert!(
+            std::path::Path::new(tool).exists(),
+            "{tool} is missing: ./scripts/test.sh installs Chromium and chromedriver"
+        );
+    }
+    let hub = TestHub::start().await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/console_setup_mfa_login.py");
+    let shots = hub.dir.path().join("screenshots");
+    let args = vec![
+        script.display().to_string(),
+        "--url".into(),
+        hub.hub.url(),
+        "--spki-hash".into(),
+        hub.hub.server_spki_sha256.clone(),
+        "--setup-code".into(),
+        hub.hub.setup_code.clone().expect("code"),
+        "--username".into(),
+        ADMIN.into(),
+        "--email".into(),
+        ADMIN_EMAIL.into(),
+        "--password".into(),
+        ADMIN_PASSWORD.into(),
+        "--screenshot-dir".into(),
+        shots.display().to_string(),
+    ];
+    let output = tokio::task::spawn_blocking(move || Command::new("python3").args(&args).output())
+        .await
+        .expect("task")
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if let Ok(keep) = std::env::var("PALISADE_E2E_SCREENSHOTS") {
+        let _ = std::fs::create_dir_all(&keep);
+        for entry in std::fs::read_dir(&shots).into_iter().flatten().flatten() {
+            let _ = std::fs::copy(entry.path(), std::path::Path::new(&keep).join(entry.file_name()));
+        }
+    }
+    assert!(output.status.success(), "browser test failed\n{stdout}\n{stderr}");
+    assert!(stdout.contains("setup -> MFA enrolment -> login passed"), "{stdout}");
+    // The hub saw it all: the admin exists with MFA on.
+    let users = hub.hub.db.users().await.expect("users");
+    assert_eq!(users.len(), 1);
+    assert!(users[0].has_mfa());
+    hub.hub.shutdown().await;
+}
