@@ -3,8 +3,8 @@
 
 use crate::{Error, Result, token};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
 };
 use sha2::Digest;
 use time::{Duration, OffsetDateTime};
@@ -25,7 +25,9 @@ pub struct CertAndKey {
 
 impl std::fmt::Debug for CertAndKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertAndKey").field("key_pem", &"…").finish_non_exhaustive()
+        f.debug_struct("CertAndKey")
+            .field("key_pem", &"…")
+            .finish_non_exhaustive()
     }
 }
 
@@ -99,7 +101,10 @@ impl HubCa {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, names.first().map_or("palisade-hub", String::as_str));
+        dn.push(
+            DnType::CommonName,
+            names.first().map_or("palisade-hub", String::as_str),
+        );
         params.distinguished_name = dn;
         params.subject_alt_names = names
             .iter()

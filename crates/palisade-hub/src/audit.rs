@@ -91,9 +91,10 @@ impl Db {
         ];
         let mut tx = self.pool().begin().await?;
         // Taking the head row first serialises writers (row lock / SQLite write lock).
-        let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
-            .fetch_one(&mut *tx)
-            .await?;
+        let head =
+            sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
+                .fetch_one(&mut *tx)
+                .await?;
         let seq: i64 = head.try_get("seq")?;
         let prev: String = head.try_get("hash")?;
         let at = now();

@@ -52,7 +52,8 @@ pub struct Auth {
 
 impl Auth {
     pub fn new(limits: &Limits) -> Self {
-        let per_minute = NonZeroU32::new(limits.auth_attempts_per_minute_per_source).unwrap_or(NonZeroU32::MIN);
+        let per_minute =
+            NonZeroU32::new(limits.auth_attempts_per_minute_per_source).unwrap_or(NonZeroU32::MIN);
         Self {
             hashing: Arc::new(Semaphore::new(limits.hashing_concurrency.max(1))),
             queue_timeout: Duration::from_secs(limits.hashing_queue_timeout_secs),

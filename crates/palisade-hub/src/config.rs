@@ -185,8 +185,12 @@ impl Config {
             )
             .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
         );
-        let listen_text = pick(overrides.listen.clone(), "PALISADE_LISTEN", file.listen.clone())
-            .unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen_text = pick(
+            overrides.listen.clone(),
+            "PALISADE_LISTEN",
+            file.listen.clone(),
+        )
+        .unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
             problems.push(Problem {
                 key: "listen",
@@ -231,7 +235,9 @@ impl Config {
         if !public_url.starts_with("https://") {
             problems.push(Problem {
                 key: "public_url",
-                message: format!("{public_url:?} must start with https:// (there is no plaintext listener)"),
+                message: format!(
+                    "{public_url:?} must start with https:// (there is no plaintext listener)"
+                ),
             });
         }
         let public_url = public_url.trim_end_matches('/').to_owned();
@@ -274,7 +280,10 @@ impl Config {
         check_limits(&limits, &mut problems);
         let mut hostnames = file.hostnames.clone().unwrap_or_default();
         for name in &hostnames {
-            if name.is_empty() || name.len() > 253 || name.contains(['/', ' ', ':']) && name.parse::<std::net::IpAddr>().is_err() {
+            if name.is_empty()
+                || name.len() > 253
+                || name.contains(['/', ' ', ':']) && name.parse::<std::net::IpAddr>().is_err()
+            {
                 problems.push(Problem {
                     key: "hostnames",
                     message: format!("{name:?} is not a host name or IP address"),
@@ -363,7 +372,8 @@ fn check_database_url(url: &str, problems: &mut Vec<Problem>) {
             || host == "[::1]"
             || host.starts_with("%2F")
             || host.starts_with('/');
-        if !local && !(lower.contains("sslmode=require") || lower.contains("sslmode=verify")) {
+        let encrypted = lower.contains("sslmode=require") || lower.contains("sslmode=verify");
+        if !(local || encrypted) {
             problems.push(Problem {
                 key: "database_url",
                 message: format!(
@@ -388,15 +398,42 @@ fn check_limits(l: &Limits, problems: &mut Vec<Problem>) {
             });
         }
     };
-    bad((1024..=16 * 1024 * 1024).contains(&l.max_body_bytes), "max_body_bytes must be between 1 KiB and 16 MiB");
-    bad((1..=1_000_000).contains(&l.max_connections), "max_connections must be between 1 and 1000000");
-    bad((1..=120).contains(&l.tls_handshake_timeout_secs), "tls_handshake_timeout_secs must be between 1 and 120");
-    bad((1..=600).contains(&l.request_timeout_secs), "request_timeout_secs must be between 1 and 600");
-    bad((1..=1000).contains(&l.auth_attempts_per_minute_per_source), "auth_attempts_per_minute_per_source must be between 1 and 1000");
-    bad((1..=64).contains(&l.hashing_concurrency), "hashing_concurrency must be between 1 and 64");
-    bad((1..=120).contains(&l.hashing_queue_timeout_secs), "hashing_queue_timeout_secs must be between 1 and 120");
-    bad((1..=24 * 60).contains(&l.session_idle_minutes), "session_idle_minutes must be between 1 and 1440");
-    bad((1..=24 * 30).contains(&l.session_absolute_hours), "session_absolute_hours must be between 1 and 720");
+    bad(
+        (1024..=16 * 1024 * 1024).contains(&l.max_body_bytes),
+        "max_body_bytes must be between 1 KiB and 16 MiB",
+    );
+    bad(
+        (1..=1_000_000).contains(&l.max_connections),
+        "max_connections must be between 1 and 1000000",
+    );
+    bad(
+        (1..=120).contains(&l.tls_handshake_timeout_secs),
+        "tls_handshake_timeout_secs must be between 1 and 120",
+    );
+    bad(
+        (1..=600).contains(&l.request_timeout_secs),
+        "request_timeout_secs must be between 1 and 600",
+    );
+    bad(
+        (1..=1000).contains(&l.auth_attempts_per_minute_per_source),
+        "auth_attempts_per_minute_per_source must be between 1 and 1000",
+    );
+    bad(
+        (1..=64).contains(&l.hashing_concurrency),
+        "hashing_concurrency must be between 1 and 64",
+    );
+    bad(
+        (1..=120).contains(&l.hashing_queue_timeout_secs),
+        "hashing_queue_timeout_secs must be between 1 and 120",
+    );
+    bad(
+        (1..=24 * 60).contains(&l.session_idle_minutes),
+        "session_idle_minutes must be between 1 and 1440",
+    );
+    bad(
+        (1..=24 * 30).contains(&l.session_absolute_hours),
+        "session_absolute_hours must be between 1 and 720",
+    );
 }
 
 #[cfg(test)]
@@ -419,7 +456,11 @@ mod tests {
     fn flags_beat_environment_beat_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("palisade.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:1001\"\ndata_dir = \"/tmp/from-file\"\n").expect("write");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1001\"\ndata_dir = \"/tmp/from-file\"\n",
+        )
+        .expect("write");
         let env = |k: &str| (k == "PALISADE_LISTEN").then(|| "127.0.0.1:1002".to_owned());
         let mut overrides = Overrides {
             config_file: Some(file),
@@ -429,7 +470,10 @@ mod tests {
         assert_eq!(config.listen.port(), 1002);
         assert_eq!(config.data_dir, PathBuf::from("/tmp/from-file"));
         overrides.listen = Some("127.0.0.1:1003".into());
-        assert_eq!(Config::load(&overrides, &env).expect("valid").listen.port(), 1003);
+        assert_eq!(
+            Config::load(&overrides, &env).expect("valid").listen.port(),
+            1003
+        );
     }
 
     #[test]

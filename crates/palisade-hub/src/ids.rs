@@ -5,7 +5,9 @@ use serde::Serialize;
 /// Why an identifier was refused; `Display` is the message shown to the user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidId {
-    #[error("A user name has 3 to 32 characters: lower-case letters, digits, '.', '_' or '-', starting with a letter or digit.")]
+    #[error(
+        "A user name has 3 to 32 characters: lower-case letters, digits, '.', '_' or '-', starting with a letter or digit."
+    )]
     Username,
     #[error("Enter a valid e-mail address (at most 254 characters).")]
     Email,
@@ -22,8 +24,10 @@ impl UserId {
     }
     /// Accept an identifier from storage or a URL (32 lower-case hex digits).
     pub fn parse(s: &str) -> Option<Self> {
-        (s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-            .then(|| Self(s.to_owned()))
+        (s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| Self(s.to_owned()))
     }
     pub(crate) fn from_db(s: String) -> Self {
         Self(s)
@@ -48,9 +52,14 @@ impl Username {
     pub fn parse(typed: &str) -> Result<Self, InvalidId> {
         let s = typed.trim().to_lowercase();
         let ok = (3..=32).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
             && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
-        if ok { Ok(Self(s)) } else { Err(InvalidId::Username) }
+        if ok {
+            Ok(Self(s))
+        } else {
+            Err(InvalidId::Username)
+        }
     }
     pub(crate) fn from_db(s: String) -> Self {
         Self(s)
@@ -81,10 +90,18 @@ impl Email {
                     && domain.contains('.')
                     && !domain.starts_with('.')
                     && !domain.ends_with('.')
-                    && domain.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+                    && domain
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
             })
-            && !s.chars().any(|c| c.is_whitespace() || c.is_control() || "<>\"(),;:\\[]".contains(c) && c != '@');
-        if ok { Ok(Self(s)) } else { Err(InvalidId::Email) }
+            && !s.chars().any(|c| {
+                c.is_whitespace() || c.is_control() || "<>\"(),;:\\[]".contains(c) && c != '@'
+            });
+        if ok {
+            Ok(Self(s))
+        } else {
+            Err(InvalidId::Email)
+        }
     }
     pub(crate) fn from_db(s: String) -> Self {
         Self(s)
@@ -106,7 +123,10 @@ mod tests {
 
     #[test]
     fn input1_identifiers_are_validated() {
-        assert_eq!(Username::parse(" Alice.B ").map(|u| u.0), Ok("alice.b".into()));
+        assert_eq!(
+            Username::parse(" Alice.B ").map(|u| u.0),
+            Ok("alice.b".into())
+        );
         assert!(Username::parse("ab").is_err());
         assert!(Username::parse("-alice").is_err());
         assert!(Username::parse("alice<script>").is_err());

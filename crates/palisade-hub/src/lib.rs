@@ -76,14 +76,25 @@ pub async fn start(config: Config) -> Result<RunningHub> {
     let pki = pki::load_or_create(&config)?;
     let db = Db::open(&config).await?;
     let setup_code = if db.active_admin_count().await? == 0 {
-        Some(accounts::issue_setup_code(&db, &accounts::Actor { name: "hub".into(), source: "start".into() }).await?)
+        Some(
+            accounts::issue_setup_code(
+                &db,
+                &accounts::Actor {
+                    name: "hub".into(),
+                    source: "start".into(),
+                },
+            )
+            .await?,
+        )
     } else {
         None
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
-    let addr = listener.local_addr().map_err(|e| Error::Config(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Config(e.to_string()))?;
     let config = Arc::new(config);
     let state = web::AppState {
         db: db.clone(),
@@ -101,7 +112,11 @@ pub async fn start(config: Config) -> Result<RunningHub> {
         std::time::Duration::from_secs(config.limits.tls_handshake_timeout_secs),
         stop_rx.clone(),
     )));
-    tasks.push(tokio::spawn(mail::run_delivery(db.clone(), config.data_dir.join("mail"), stop_rx.clone())));
+    tasks.push(tokio::spawn(mail::run_delivery(
+        db.clone(),
+        config.data_dir.join("mail"),
+        stop_rx.clone(),
+    )));
     let auth = state.auth.clone();
     let mut stop_sweep = stop_rx;
     tasks.push(tokio::spawn(async move {

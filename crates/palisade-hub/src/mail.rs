@@ -31,7 +31,13 @@ const MAX_ATTEMPTS: i64 = 8;
 
 impl Db {
     /// Queue a message for delivery.
-    pub async fn enqueue_mail(&self, recipient: &str, subject: &str, body: &str, category: Category) -> Result<()> {
+    pub async fn enqueue_mail(
+        &self,
+        recipient: &str,
+        subject: &str,
+        body: &str,
+        category: Category,
+    ) -> Result<()> {
         let id = data_encoding::HEXLOWER.encode(&palisade_crypto::token::random_bytes::<12>());
         let at = now();
         sqlx::query(
@@ -76,11 +82,13 @@ pub async fn deliver_due(db: &Db, mail_dir: &Path) -> Result<usize> {
         let result = write_file(mail_dir, &format!("{at}-{id}.eml"), &message).await;
         match result {
             Ok(()) => {
-                sqlx::query("UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2")
-                    .bind(now())
-                    .bind(&id)
-                    .execute(db.pool())
-                    .await?;
+                sqlx::query(
+                    "UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2",
+                )
+                .bind(now())
+                .bind(&id)
+                .execute(db.pool())
+                .await?;
                 delivered += 1;
             }
             Err(e) => {
@@ -128,7 +136,8 @@ async fn write_file(dir: &Path, name: &str, contents: &str) -> Result<()> {
             .mode(0o600)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        file.write_all(contents.as_bytes()).map_err(|e| Error::io(&path, e))?;
+        file.write_all(contents.as_bytes())
+            .map_err(|e| Error::io(&path, e))?;
         file.sync_all().map_err(|e| Error::io(&path, e))
     })
     .await

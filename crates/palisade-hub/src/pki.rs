@@ -27,13 +27,15 @@ pub struct Pki {
 /// Create the data directory (mode 0700) or tighten an existing one.
 pub fn prepare_data_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(dir, e))
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(dir, e))
 }
 
 /// Set a file to mode 0600.
 pub fn restrict_file(path: &Path) -> Result<()> {
     if path.exists() {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| Error::io(path, e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(path, e))?;
     }
     Ok(())
 }
@@ -62,7 +64,8 @@ fn read(path: &Path) -> Result<String> {
 pub fn load_or_create(config: &Config) -> Result<Pki> {
     let dir = config.data_dir.join("pki");
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(&dir, e))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(&dir, e))?;
     let ca_cert_path = dir.join("ca.pem");
     let ca_key_path = dir.join("ca.key");
     let ca_name_path = dir.join("ca.name");
@@ -103,7 +106,10 @@ pub fn load_or_create(config: &Config) -> Result<Pki> {
                 let issued = hub_ca.issue_server(&names)?;
                 write_atomic(&server_key, issued.key_pem.as_bytes(), 0o600)?;
                 write_atomic(&server_cert, issued.cert_pem.as_bytes(), 0o644)?;
-                let meta = format!("{wanted_meta}\n{}\n", now + ca::SERVER_VALIDITY_DAYS * 86_400);
+                let meta = format!(
+                    "{wanted_meta}\n{}\n",
+                    now + ca::SERVER_VALIDITY_DAYS * 86_400
+                );
                 write_atomic(&meta_path, meta.as_bytes(), 0o644)?;
                 tracing::info!(names = %wanted_meta, "issued the hub server certificate");
             }
@@ -127,13 +133,22 @@ pub fn load_or_create(config: &Config) -> Result<Pki> {
     let fingerprint_der = CertificateDer::pem_file_iter(&fingerprint_source)
         .map_err(|e| Error::Tls(e.to_string()))?
         .last()
-        .ok_or_else(|| Error::Tls(format!("{} holds no certificate", fingerprint_source.display())))?
+        .ok_or_else(|| {
+            Error::Tls(format!(
+                "{} holds no certificate",
+                fingerprint_source.display()
+            ))
+        })?
         .map_err(|e| Error::Tls(e.to_string()))?;
     let server_config = server_config(chain, key)?;
     let spki = server_config_spki(&key_path)?;
     Ok(Pki {
         server_config,
-        ca_cert_path: if config.tls_cert.is_some() { chain_path } else { ca_cert_path },
+        ca_cert_path: if config.tls_cert.is_some() {
+            chain_path
+        } else {
+            ca_cert_path
+        },
         ca_fingerprint: ca::fingerprint(fingerprint_der.as_ref()),
         server_spki_sha256: spki,
     })
@@ -147,7 +162,11 @@ fn server_config_spki(key_path: &Path) -> Result<String> {
 /// The names the generated server certificate covers: loopback, the listen address,
 /// the public URL's host and any configured host names.
 fn server_names(config: &Config) -> Vec<String> {
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     let ip = config.listen.ip();
     if !ip.is_unspecified() {
         names.push(ip.to_string());
@@ -173,13 +192,17 @@ fn server_names(config: &Config) -> Vec<String> {
 }
 
 /// TLS 1.3, and TLS 1.2 only with ECDHE key exchange and AEAD ciphers (ENC-1).
-pub fn server_config(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Arc<ServerConfig>> {
+pub fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<ServerConfig>> {
     let mut provider = rustls::crypto::ring::default_provider();
     provider.cipher_suites.retain(|suite| match suite {
         rustls::SupportedCipherSuite::Tls13(_) => true,
         rustls::SupportedCipherSuite::Tls12(s) => {
             let name = format!("{:?}", s.common.suite);
-            name.starts_with("TLS_ECDHE_") && (name.contains("_GCM_") || name.contains("CHACHA20_POLY1305"))
+            name.starts_with("TLS_ECDHE_")
+                && (name.contains("_GCM_") || name.contains("CHACHA20_POLY1305"))
         }
     });
     let builder = ServerConfig::builder_with_provider(Arc::new(provider))

@@ -49,21 +49,24 @@ pub async fn serve_tls(
         tokio::spawn(async move {
             let _permit = permit;
             let _ = tcp.set_nodelay(true);
-            let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, "TLS handshake refused: {e}");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let service = app.map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                req
-            });
+            let tls_stream =
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, "TLS handshake refused: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let service = app.map_request(
+                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                    req
+                },
+            );
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -71,7 +74,10 @@ pub async fn serve_tls(
                 .header_read_timeout(handshake_timeout)
                 .max_buf_size(64 * 1024);
             builder.http2().max_concurrent_streams(64);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), TowerToHyperService::new(service));
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(tls_stream),
+                TowerToHyperService::new(service),
+            );
             tokio::pin!(conn);
             tokio::select! {
                 result = conn.as_mut() => {

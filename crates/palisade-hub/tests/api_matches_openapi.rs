@@ -10,7 +10,8 @@ use std::collections::BTreeSet;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_lists_every_api_route_and_nothing_else() {
     let hub = TestHub::start().await;
-    let doc: serde_json::Value = serde_json::from_str(palisade_hub::web::api::OPENAPI).expect("valid JSON");
+    let doc: serde_json::Value =
+        serde_json::from_str(palisade_hub::web::api::OPENAPI).expect("valid JSON");
     assert_eq!(doc["openapi"], "3.1.0");
     let mut documented = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {

@@ -10,23 +10,39 @@ async fn edited_audit_row_is_detected() {
     let hub = TestHub::start().await;
     let (mut admin, _) = hub.setup_admin().await;
     let mut wrong = hub.browser();
-    wrong.sign_in(ADMIN, "definitely not the password", None).await;
+    wrong
+        .sign_in(ADMIN, "definitely not the password", None)
+        .await;
 
     let entries = hub.hub.db.audit_entries(100, None).await.expect("entries");
     let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
     for expected in ["setup.code_issued", "setup", "mfa.enrol", "login"] {
         assert!(actions.contains(&expected), "{expected} in {actions:?}");
     }
-    assert!(entries.iter().any(|e| e.action == "login" && e.outcome == "failure" && e.source == "127.0.0.1"));
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.action == "login" && e.outcome == "failure" && e.source == "127.0.0.1")
+    );
     let all = format!("{entries:?}");
-    assert!(!all.contains(ADMIN_PASSWORD) && !all.contains("definitely not"), "no secrets in the audit log");
-    assert!(!all.contains(&hub.hub.setup_code.clone().expect("code")), "the setup code is not logged");
+    assert!(
+        !all.contains(ADMIN_PASSWORD) && !all.contains("definitely not"),
+        "no secrets in the audit log"
+    );
+    assert!(
+        !all.contains(&hub.hub.setup_code.clone().expect("code")),
+        "the setup code is not logged"
+    );
 
     let page = admin.get("/audit").await;
     assert!(page.body.contains("Chain intact"), "{}", page.body);
 
     // Tamper: rewrite what a failed login said.
-    let seq = entries.iter().find(|e| e.outcome == "failure").expect("failure").seq;
+    let seq = entries
+        .iter()
+        .find(|e| e.outcome == "failure")
+        .expect("failure")
+        .seq;
     sqlx::query("UPDATE audit_log SET outcome = 'success' WHERE seq = $1")
         .bind(seq)
         .execute(hub.hub.db.pool())
@@ -50,6 +66,9 @@ async fn deleted_last_audit_row_is_detected() {
         .await
         .expect("delete");
     let report = hub.hub.db.verify_audit_chain().await.expect("verify");
-    assert!(report.first_broken.is_some(), "truncation is detected: {report:?}");
+    assert!(
+        report.first_broken.is_some(),
+        "truncation is detected: {report:?}"
+    );
     hub.hub.shutdown().await;
 }

@@ -17,7 +17,8 @@ async fn setup_mfa_enrolment_and_login_in_chromium() {
         );
     }
     let hub = TestHub::start().await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/console_setup_mfa_login.py");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/e2e/console_setup_mfa_login.py");
     let shots = hub.dir.path().join("screenshots");
     let args = vec![
         script.display().to_string(),
@@ -45,11 +46,20 @@ async fn setup_mfa_enrolment_and_login_in_chromium() {
     if let Ok(keep) = std::env::var("PALISADE_E2E_SCREENSHOTS") {
         let _ = std::fs::create_dir_all(&keep);
         for entry in std::fs::read_dir(&shots).into_iter().flatten().flatten() {
-            let _ = std::fs::copy(entry.path(), std::path::Path::new(&keep).join(entry.file_name()));
+            let _ = std::fs::copy(
+                entry.path(),
+                std::path::Path::new(&keep).join(entry.file_name()),
+            );
         }
     }
-    assert!(output.status.success(), "browser test failed\n{stdout}\n{stderr}");
-    assert!(stdout.contains("setup -> MFA enrolment -> login passed"), "{stdout}");
+    assert!(
+        output.status.success(),
+        "browser test failed\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("setup -> MFA enrolment -> login passed"),
+        "{stdout}"
+    );
     // The hub saw it all: the admin exists with MFA on.
     let users = hub.hub.db.users().await.expect("users");
     assert_eq!(users.len(), 1);

@@ -6,16 +6,34 @@ mod common;
 
 use common::{ADMIN, TestHub, link_token};
 
-async fn invite(hub: &TestHub, admin: &mut common::Browser, username: &str, role: &str) -> common::Browser {
+async fn invite(
+    hub: &TestHub,
+    admin: &mut common::Browser,
+    username: &str,
+    role: &str,
+) -> common::Browser {
     admin.get("/users").await;
     let email = format!("{username}@example.org");
-    let page = admin.post_form("/users/invite", &[("username", username), ("email", &email), ("role", role)]).await;
+    let page = admin
+        .post_form(
+            "/users/invite",
+            &[("username", username), ("email", &email), ("role", role)],
+        )
+        .await;
     assert!(page.body.contains("Invitation sent"), "{}", page.body);
     let mail = hub.wait_for_mail(&email, "/invite?token=").await;
     let token = link_token(&mail, "/invite");
     let mut b = hub.browser();
     b.get(&format!("/invite?token={token}")).await;
-    let page = b.post_form("/invite", &[("token", &token), ("password", "juniper cobalt harbour violin")]).await;
+    let page = b
+        .post_form(
+            "/invite",
+            &[
+                ("token", &token),
+                ("password", "juniper cobalt harbour violin"),
+            ],
+        )
+        .await;
     assert_eq!(page.location(), "/", "{}", page.body);
     b
 }
@@ -37,46 +55,103 @@ async fn operators_and_owners_cannot_administer() {
         assert_eq!(page.status, 403, "cannot demote the admin");
     }
     assert_eq!(admin.get("/users").await.status, 200);
-    assert!(admin.get("/users").await.body.contains("id=\"users-table\""));
+    assert!(
+        admin
+            .get("/users")
+            .await
+            .body
+            .contains("id=\"users-table\"")
+    );
 
     // API tokens: the owner's token reads /me but not the user list.
     owner.get("/account").await;
-    let page = owner.post_form("/account/tokens", &[("name", "script")]).await;
-    let start = page.body.find("id=\"new-token\">").expect("token shown once") + "id=\"new-token\">".len();
-    let token: String = page.body[start..].chars().take_while(|c| *c != '<').collect();
+    let page = owner
+        .post_form("/account/tokens", &[("name", "script")])
+        .await;
+    let start = page
+        .body
+        .find("id=\"new-token\">")
+        .expect("token shown once")
+        + "id=\"new-token\">".len();
+    let token: String = page.body[start..]
+        .chars()
+        .take_while(|c| *c != '<')
+        .collect();
     let client = common::client(&hub, None);
-    let me = client.get(hub.url("/api/v1/me")).bearer_auth(&token).send().await.expect("me");
+    let me = client
+        .get(hub.url("/api/v1/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("me");
     assert_eq!(me.status(), 200);
     let body: serde_json::Value = me.json().await.expect("json");
     assert_eq!(body["username"], "owner-otto");
-    assert!(body.get("password_hash").is_none() && !body.to_string().contains("argon2"), "no secrets in API: {body}");
-    let users = client.get(hub.url("/api/v1/users")).bearer_auth(&token).send().await.expect("users");
+    assert!(
+        body.get("password_hash").is_none() && !body.to_string().contains("argon2"),
+        "no secrets in API: {body}"
+    );
+    let users = client
+        .get(hub.url("/api/v1/users"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("users");
     assert_eq!(users.status(), 403);
 
     // Per object: the operator cannot revoke the owner's token by its id.
     let owner_id = user_id(&hub, "owner-otto").await;
     let owner_uid = palisade_hub::ids::UserId::parse(&owner_id).expect("id");
-    let token_id = hub.hub.db.api_tokens(&owner_uid).await.expect("db")[0].id.clone();
+    let token_id = hub.hub.db.api_tokens(&owner_uid).await.expect("db")[0]
+        .id
+        .clone();
     operator.get("/account").await;
-    let page = operator.post_form(&format!("/account/tokens/{token_id}/revoke"), &[]).await;
+    let page = operator
+        .post_form(&format!("/account/tokens/{token_id}/revoke"), &[])
+        .await;
     assert_eq!(page.status, 404);
-    assert_eq!(hub.hub.db.api_tokens(&owner_uid).await.expect("db").len(), 1);
+    assert_eq!(
+        hub.hub.db.api_tokens(&owner_uid).await.expect("db").len(),
+        1
+    );
 
     // A disabled account's token stops working at once.
     admin.get("/users").await;
-    let page = admin.post_form(&format!("/users/{owner_id}/disable"), &[]).await;
+    let page = admin
+        .post_form(&format!("/users/{owner_id}/disable"), &[])
+        .await;
     assert!(page.body.contains("is disabled"), "{}", page.body);
-    let me = client.get(hub.url("/api/v1/me")).bearer_auth(&token).send().await.expect("me");
+    let me = client
+        .get(hub.url("/api/v1/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("me");
     assert_eq!(me.status(), 401);
-    assert_eq!(owner.get("/account").await.status, 401, "sessions ended too");
+    assert_eq!(
+        owner.get("/account").await.status,
+        401,
+        "sessions ended too"
+    );
 
     // The console shows which users have MFA.
     let page = admin.get("/users").await;
-    assert!(page.body.contains("class=\"mfa-yes\"") && page.body.contains("class=\"mfa-no\""), "{}", page.body);
+    assert!(
+        page.body.contains("class=\"mfa-yes\"") && page.body.contains("class=\"mfa-no\""),
+        "{}",
+        page.body
+    );
     hub.hub.shutdown().await;
 }
 
 async fn user_id(hub: &TestHub, name: &str) -> String {
     let name = palisade_hub::ids::Username::parse(name).expect("name");
-    hub.hub.db.user_by_username(&name).await.expect("db").expect("user").id.to_string()
+    hub.hub
+        .db
+        .user_by_username(&name)
+        .await
+        .expect("db")
+        .expect("user")
+        .id
+        .to_string()
 }

@@ -10,13 +10,25 @@ use palisade_hub::ids::Username;
 async fn sign_up(hub: &TestHub, username: &str, password: &str) -> common::Page {
     let mut b = hub.browser();
     b.get("/signup").await;
-    b.post_form("/signup", &[("username", username), ("email", &format!("{username}@example.org")), ("password", password)])
-        .await
+    b.post_form(
+        "/signup",
+        &[
+            ("username", username),
+            ("email", &format!("{username}@example.org")),
+            ("password", password),
+        ],
+    )
+    .await
 }
 
 async fn stored_hash(hub: &TestHub, username: &str) -> Option<String> {
     let name = Username::parse(username).expect("name");
-    hub.hub.db.user_by_username(&name).await.expect("db").and_then(|u| u.password_hash)
+    hub.hub
+        .db
+        .user_by_username(&name)
+        .await
+        .expect("db")
+        .and_then(|u| u.password_hash)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,7 +37,12 @@ async fn password_rules_at_their_boundaries() {
 
     // 14 characters: refused, with the reason.
     let page = sign_up(&hub, "fourteen", "tulip-ocean-gr").await;
-    assert!(page.body.contains("at least 15 characters long (this one has 14)"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("at least 15 characters long (this one has 14)"),
+        "{}",
+        page.body
+    );
     assert!(stored_hash(&hub, "fourteen").await.is_none());
 
     // 15 characters: accepted.
@@ -34,14 +51,22 @@ async fn password_rules_at_their_boundaries() {
 
     // 64 characters, and longer, accepted and never truncated: the stored hash
     // verifies the full password, not a prefix.
-    let long: String = "saffron lantern quietly bends over copper rivers at dusk, slowly".chars().take(64).collect();
+    let long: String = "saffron lantern quietly bends over copper rivers at dusk, slowly"
+        .chars()
+        .take(64)
+        .collect();
     assert_eq!(long.chars().count(), 64);
     sign_up(&hub, "longpass", &long).await;
-    let phc = stored_hash(&hub, "longpass").await.expect("64-character password accepted");
+    let phc = stored_hash(&hub, "longpass")
+        .await
+        .expect("64-character password accepted");
     let p = palisade_crypto::password::Password::new(&long);
     assert!(palisade_crypto::password::verify(&p, &phc).expect("verify"));
     let prefix = palisade_crypto::password::Password::new(&long[..63]);
-    assert!(!palisade_crypto::password::verify(&prefix, &phc).expect("verify"), "no truncation");
+    assert!(
+        !palisade_crypto::password::verify(&prefix, &phc).expect("verify"),
+        "no truncation"
+    );
 
     // Unicode passphrase (code points count, not bytes), accepted.
     let unicode = "ÿöürğñ日本語の山と川です🌲";
@@ -51,14 +76,27 @@ async fn password_rules_at_their_boundaries() {
 
     // Blocklisted (common/breached) and guessable: refused, saying why.
     let page = sign_up(&hub, "common", "passwordpassword").await;
-    assert!(page.body.contains("too easy to guess") || page.body.contains("common or breached"), "{}", page.body);
+    assert!(
+        page.body.contains("too easy to guess") || page.body.contains("common or breached"),
+        "{}",
+        page.body
+    );
     let page = sign_up(&hub, "digits", "123456789012345").await;
-    assert!(page.status == 200 && page.body.contains("id=\"error\""), "{}", page.body);
+    assert!(
+        page.status == 200 && page.body.contains("id=\"error\""),
+        "{}",
+        page.body
+    );
     assert!(stored_hash(&hub, "digits").await.is_none());
 
     // Context words: the user name and the product name.
     let page = sign_up(&hub, "margaret", "margaret-likes-green-tea").await;
-    assert!(page.body.contains("contains &#34;margaret&#34;") || page.body.contains("contains \"margaret\""), "{}", page.body);
+    assert!(
+        page.body.contains("contains &#34;margaret&#34;")
+            || page.body.contains("contains \"margaret\""),
+        "{}",
+        page.body
+    );
     let page = sign_up(&hub, "someone", "my palisade hub passphrase").await;
     assert!(page.body.contains("palisade"), "{}", page.body);
 

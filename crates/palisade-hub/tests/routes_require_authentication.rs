@@ -33,9 +33,17 @@ const PUBLIC: &[(&str, &str)] = &[
 async fn every_non_public_route_refuses_anonymous_callers() {
     let hub = TestHub::start().await;
     let table = route_table(hub.hub.state.clone());
-    assert!(table.len() > 30, "the table lists every route ({})", table.len());
+    assert!(
+        table.len() > 30,
+        "the table lists every route ({})",
+        table.len()
+    );
 
-    let public: Vec<(&str, &str)> = table.iter().filter(|r| r.access == Access::Public).map(|r| (r.method, r.path)).collect();
+    let public: Vec<(&str, &str)> = table
+        .iter()
+        .filter(|r| r.access == Access::Public)
+        .map(|r| (r.method, r.path))
+        .collect();
     assert_eq!(public, PUBLIC, "the public allowlist changed");
 
     let mut b = hub.browser();
@@ -43,7 +51,9 @@ async fn every_non_public_route_refuses_anonymous_callers() {
     let csrf = b.csrf.clone().expect("csrf");
     let mut checked = 0;
     for route in table.iter().filter(|r| r.access != Access::Public) {
-        let path = route.path.replace("{id}", "0123456789abcdef0123456789abcdef");
+        let path = route
+            .path
+            .replace("{id}", "0123456789abcdef0123456789abcdef");
         let request = b
             .request(route.method.parse().expect("method"), &path)
             .header("x-csrf-token", &csrf);
@@ -60,10 +70,15 @@ async fn every_non_public_route_refuses_anonymous_callers() {
     assert!(checked >= 20, "checked {checked} protected routes");
 
     // A forged or random session cookie is no better than none.
-    b.cookies.insert("__Host-palisade_session".into(), "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into());
+    b.cookies.insert(
+        "__Host-palisade_session".into(),
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
+    );
     assert_eq!(b.get("/account").await.status, 401);
     // Nor is a made-up API token.
-    let forged = b.request(reqwest::Method::GET, "/api/v1/me").bearer_auth("pal_forged-token-value-0000000000000");
+    let forged = b
+        .request(reqwest::Method::GET, "/api/v1/me")
+        .bearer_auth("pal_forged-token-value-0000000000000");
     assert_eq!(b.send(forged).await.status, 401);
     hub.hub.shutdown().await;
 }

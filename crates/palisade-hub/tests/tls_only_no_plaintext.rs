@@ -13,7 +13,12 @@ use std::time::Duration;
 /// established (a cipher was negotiated).
 fn handshake(hub: &TestHub, args: &[&str]) -> (bool, String) {
     let mut child = Command::new("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{}", hub.port()), "-CAfile"])
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{}", hub.port()),
+            "-CAfile",
+        ])
         .arg(&hub.hub.ca_cert_path)
         .args(args)
         .stdin(Stdio::piped())
@@ -23,7 +28,11 @@ fn handshake(hub: &TestHub, args: &[&str]) -> (bool, String) {
         .expect("openssl is installed (scripts/test.sh installs it)");
     drop(child.stdin.take()); // EOF: s_client closes after the handshake
     let out = child.wait_with_output().expect("openssl ran");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let established = text.contains("Verify return code: 0 (ok)")
         && !text.contains("Cipher is (NONE)")
         && !text.contains("Cipher    : 0000");
@@ -36,8 +45,10 @@ async fn plaintext_http_to_the_tls_port_gets_no_http_answer() {
     let port = hub.port();
     let reply = tokio::task::spawn_blocking(move || {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").expect("write");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .expect("write");
         let mut buf = Vec::new();
         let _ = s.read_to_end(&mut buf);
         buf
@@ -45,7 +56,10 @@ async fn plaintext_http_to_the_tls_port_gets_no_http_answer() {
     .await
     .expect("task");
     let text = String::from_utf8_lossy(&reply);
-    assert!(!text.contains("HTTP/1."), "plain HTTP must never be answered: {text:?}");
+    assert!(
+        !text.contains("HTTP/1."),
+        "plain HTTP must never be answered: {text:?}"
+    );
     assert!(!text.contains("ok"), "no content over plaintext: {text:?}");
     hub.hub.shutdown().await;
 }
@@ -55,15 +69,25 @@ async fn old_protocols_and_non_aead_suites_are_refused() {
     let hub = TestHub::start().await;
     let (ok, text) = handshake(&hub, &["-tls1_3"]);
     assert!(ok, "TLS 1.3 works: {text}");
-    let (ok, text) = handshake(&hub, &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]);
+    let (ok, text) = handshake(
+        &hub,
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
+    );
     assert!(ok, "TLS 1.2 with ECDHE + AES-GCM works: {text}");
-    let (ok, text) = handshake(&hub, &["-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305"]);
+    let (ok, text) = handshake(
+        &hub,
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305"],
+    );
     assert!(ok, "TLS 1.2 with ECDHE + ChaCha20-Poly1305 works: {text}");
     // The attacks: downgrade to old protocols or to CBC/SHA-1 (non-AEAD) suites.
     for args in [
         &["-tls1", "-cipher", "ALL:@SECLEVEL=0"][..],
         &["-tls1_1", "-cipher", "ALL:@SECLEVEL=0"][..],
-        &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA256:AES128-SHA:AES256-GCM-SHA384"][..],
+        &[
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA256:AES128-SHA:AES256-GCM-SHA384",
+        ][..],
     ] {
         let (ok, text) = handshake(&hub, args);
         assert!(!ok, "{args:?} must be refused: {text}");
@@ -77,14 +101,30 @@ async fn every_response_has_security_headers_and_no_version_banner() {
     let mut b = hub.browser();
     for path in ["/healthz", "/login", "/no-such-page", "/users"] {
         let page = b.get(path).await;
-        assert_eq!(page.header("strict-transport-security"), "max-age=31536000; includeSubDomains", "{path}");
+        assert_eq!(
+            page.header("strict-transport-security"),
+            "max-age=31536000; includeSubDomains",
+            "{path}"
+        );
         let csp = page.header("content-security-policy");
-        for directive in ["default-src 'none'", "frame-ancestors 'none'", "base-uri 'none'", "object-src 'none'"] {
+        for directive in [
+            "default-src 'none'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+            "object-src 'none'",
+        ] {
             assert!(csp.contains(directive), "{path}: {csp}");
         }
-        assert!(!csp.contains("script-src"), "no script is allowed at all: {csp}");
+        assert!(
+            !csp.contains("script-src"),
+            "no script is allowed at all: {csp}"
+        );
         assert_eq!(page.header("x-content-type-options"), "nosniff", "{path}");
-        assert_eq!(page.header("server"), "", "{path}: no server banner (SURF-2)");
+        assert_eq!(
+            page.header("server"),
+            "",
+            "{path}: no server banner (SURF-2)"
+        );
     }
     hub.hub.shutdown().await;
 }

@@ -11,24 +11,43 @@ async fn a_totp_code_is_accepted_only_once() {
     let (mut admin, secret) = hub.setup_admin().await;
     let at = common::now() + 30; // the enrolment used the current step
     let mut first = hub.browser();
-    let page = first.sign_in(ADMIN, ADMIN_PASSWORD, Some((&secret, at))).await;
-    assert_eq!(page.location(), "/", "first use of the code signs in: {}", page.body);
+    let page = first
+        .sign_in(ADMIN, ADMIN_PASSWORD, Some((&secret, at)))
+        .await;
+    assert_eq!(
+        page.location(),
+        "/",
+        "first use of the code signs in: {}",
+        page.body
+    );
 
     // The same code again, from another browser (an attacker who saw it): refused.
     let mut replay = hub.browser();
-    let page = replay.sign_in(ADMIN, ADMIN_PASSWORD, Some((&secret, at))).await;
+    let page = replay
+        .sign_in(ADMIN, ADMIN_PASSWORD, Some((&secret, at)))
+        .await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("not valid"), "{}", page.body);
-    assert!(replay.get("/account").await.status == 401, "no full session from a replayed code");
+    assert!(
+        replay.get("/account").await.status == 401,
+        "no full session from a replayed code"
+    );
 
     // An older code (already-passed step) is refused too.
     let mut old = hub.browser();
-    let page = old.sign_in(ADMIN, ADMIN_PASSWORD, Some((&secret, at - 60))).await;
+    let page = old
+        .sign_in(ADMIN, ADMIN_PASSWORD, Some((&secret, at - 60)))
+        .await;
     assert!(page.body.contains("not valid"), "{}", page.body);
 
     // Administrators cannot turn MFA off.
     admin.get("/account").await;
-    let page = admin.post_form("/account/mfa/disable", &[("password", ADMIN_PASSWORD), ("code", "000000")]).await;
+    let page = admin
+        .post_form(
+            "/account/mfa/disable",
+            &[("password", ADMIN_PASSWORD), ("code", "000000")],
+        )
+        .await;
     assert_eq!(page.status, 403);
     hub.hub.shutdown().await;
 }
@@ -39,9 +58,23 @@ async fn recovery_codes_work_once_each() {
     let code = hub.hub.setup_code.clone().expect("code");
     let mut b = hub.browser();
     b.get("/setup").await;
-    b.post_form("/setup", &[("code", &code), ("username", ADMIN), ("email", common::ADMIN_EMAIL), ("password", ADMIN_PASSWORD)]).await;
+    b.post_form(
+        "/setup",
+        &[
+            ("code", &code),
+            ("username", ADMIN),
+            ("email", common::ADMIN_EMAIL),
+            ("password", ADMIN_PASSWORD),
+        ],
+    )
+    .await;
     let secret = common::totp_secret_from(&b.get("/mfa/enrol").await.body);
-    let page = b.post_form("/mfa/enrol", &[("code", &secret.code_at(common::now()).expect("code"))]).await;
+    let page = b
+        .post_form(
+            "/mfa/enrol",
+            &[("code", &secret.code_at(common::now()).expect("code"))],
+        )
+        .await;
     let start = page.body.find("<ul id=\"recovery-codes\"").expect("codes");
     let recovery: Vec<String> = page.body[start..]
         .split("<code>")
@@ -53,16 +86,35 @@ async fn recovery_codes_work_once_each() {
 
     let mut one = hub.browser();
     one.get("/login").await;
-    one.post_form("/login", &[("username", ADMIN), ("password", ADMIN_PASSWORD)]).await;
+    one.post_form(
+        "/login",
+        &[("username", ADMIN), ("password", ADMIN_PASSWORD)],
+    )
+    .await;
     one.get("/login/mfa").await;
-    let page = one.post_form("/login/mfa", &[("code", &recovery[0].to_lowercase())]).await;
-    assert_eq!(page.location(), "/", "a recovery code signs in (case and dashes do not matter): {}", page.body);
+    let page = one
+        .post_form("/login/mfa", &[("code", &recovery[0].to_lowercase())])
+        .await;
+    assert_eq!(
+        page.location(),
+        "/",
+        "a recovery code signs in (case and dashes do not matter): {}",
+        page.body
+    );
 
     let mut two = hub.browser();
     two.get("/login").await;
-    two.post_form("/login", &[("username", ADMIN), ("password", ADMIN_PASSWORD)]).await;
+    two.post_form(
+        "/login",
+        &[("username", ADMIN), ("password", ADMIN_PASSWORD)],
+    )
+    .await;
     two.get("/login/mfa").await;
     let page = two.post_form("/login/mfa", &[("code", &recovery[0])]).await;
-    assert!(page.body.contains("not valid"), "a used recovery code is refused: {}", page.body);
+    assert!(
+        page.body.contains("not valid"),
+        "a used recovery code is refused: {}",
+        page.body
+    );
     hub.hub.shutdown().await;
 }

@@ -138,12 +138,16 @@ fn load(args: &ConfigArgs) -> Result<Config> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PALISADE_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("PALISADE_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -170,10 +174,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let db = palisade_hub::open_database(&config).await?;
             let code = accounts::issue_setup_code(&db, &Actor::cli()).await?;
             println!("New one-time setup code (valid 30 minutes, single use): {code}");
-            println!("Open {}/setup and enter it to create the first administrator.", config.public_url);
+            println!(
+                "Open {}/setup and enter it to create the first administrator.",
+                config.public_url
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Config { action: ConfigAction::Check { config } } => match load(&config) {
+        Command::Config {
+            action: ConfigAction::Check { config },
+        } => match load(&config) {
             Ok(c) => {
                 println!("configuration OK");
                 println!("  data_dir     {}", c.data_dir.display());
@@ -181,13 +190,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 println!("  public_url   {}", c.public_url);
                 match &c.database {
                     palisade_hub::config::DatabaseLocation::Embedded => {
-                        println!("  database     embedded SQLite at {}", c.embedded_database_path().display())
+                        println!(
+                            "  database     embedded SQLite at {}",
+                            c.embedded_database_path().display()
+                        )
                     }
-                    palisade_hub::config::DatabaseLocation::Url(url) => println!("  database     {}", redact_url(url)),
+                    palisade_hub::config::DatabaseLocation::Url(url) => {
+                        println!("  database     {}", redact_url(url))
+                    }
                 }
                 match (&c.tls_cert, &c.tls_key) {
-                    (Some(cert), Some(_)) => println!("  tls          operator certificate {}", cert.display()),
-                    _ => println!("  tls          hub CA under {}", c.data_dir.join("pki").display()),
+                    (Some(cert), Some(_)) => {
+                        println!("  tls          operator certificate {}", cert.display())
+                    }
+                    _ => println!(
+                        "  tls          hub CA under {}",
+                        c.data_dir.join("pki").display()
+                    ),
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -201,15 +220,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 async fn serve(config: Config) -> Result<ExitCode> {
-    let hub = palisade_hub::start(config).await.context("the hub could not start")?;
+    let hub = palisade_hub::start(config)
+        .await
+        .context("the hub could not start")?;
     println!("Palisade hub is running (HTTPS only).");
     println!("  Console         {}/", hub.url());
     println!("  CA certificate  {}", hub.ca_cert_path.display());
     println!("  CA SHA-256      {}", hub.ca_fingerprint);
     if let Some(code) = &hub.setup_code {
         println!("  Setup code      {code}");
-        println!("                  (one-time, valid 30 minutes; `palisade setup --new-code` issues another)");
-        println!("Open {}/setup and enter the code to create the first administrator.", hub.url());
+        println!(
+            "                  (one-time, valid 30 minutes; `palisade setup --new-code` issues another)"
+        );
+        println!(
+            "Open {}/setup and enter the code to create the first administrator.",
+            hub.url()
+        );
     }
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {
@@ -244,7 +270,11 @@ async fn user(action: UserAction) -> Result<ExitCode> {
     let target = match name {
         Some(name) => {
             let username = Username::parse(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
-            Some(db.user_by_username(&username).await?.with_context(|| format!("no user named {username}"))?)
+            Some(
+                db.user_by_username(&username)
+                    .await?
+                    .with_context(|| format!("no user named {username}"))?,
+            )
         }
         None => None,
     };
@@ -268,7 +298,10 @@ async fn user(action: UserAction) -> Result<ExitCode> {
                     println!("{}", serde_json::to_string_pretty(&rows)?);
                 }
                 Output::Text => {
-                    println!("{:<24} {:<32} {:<9} {:<9} {:<4} {}", "USER", "E-MAIL", "ROLE", "STATUS", "MFA", "LOCK");
+                    println!(
+                        "{:<24} {:<32} {:<9} {:<9} {:<4} LOCK",
+                        "USER", "E-MAIL", "ROLE", "STATUS", "MFA"
+                    );
                     for u in users {
                         println!(
                             "{:<24} {:<32} {:<9} {:<9} {:<4} {}",

@@ -11,7 +11,11 @@ fn palisade(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("palisade runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -24,20 +28,44 @@ fn config_check_reports_every_problem_and_serve_refuses() {
         "listen = \"0.0.0.0:notaport\"\npublic_url = \"http://hub.example\"\ntls_cert = \"/nonexistent/cert.pem\"\n[limits]\nmax_body_bytes = 1\n",
     )
     .expect("write");
-    let env = [("PALISADE_DATABASE_URL", "postgres://palisade:hunter2secret@db.example.com/palisade")];
+    let env = [(
+        "PALISADE_DATABASE_URL",
+        "postgres://palisade:hunter2secret@db.example.com/palisade",
+    )];
     let config = file.display().to_string();
     let (code, text) = palisade(&["config", "check", "--config", &config], &env);
     assert_eq!(code, 1, "{text}");
-    for key in ["listen:", "public_url:", "tls_cert/tls_key:", "database_url:", "limits:"] {
+    for key in [
+        "listen:",
+        "public_url:",
+        "tls_cert/tls_key:",
+        "database_url:",
+        "limits:",
+    ] {
         assert!(text.contains(key), "{key} reported: {text}");
     }
     assert!(text.contains("5 problem(s)"), "{text}");
-    assert!(!text.contains("hunter2secret"), "the database password is never printed: {text}");
+    assert!(
+        !text.contains("hunter2secret"),
+        "the database password is never printed: {text}"
+    );
 
     let data = dir.path().join("data");
-    let (code, text) = palisade(&["serve", "--config", &config, "--data-dir", &data.display().to_string()], &env);
+    let (code, text) = palisade(
+        &[
+            "serve",
+            "--config",
+            &config,
+            "--data-dir",
+            &data.display().to_string(),
+        ],
+        &env,
+    );
     assert_eq!(code, 1, "serve refuses a bad configuration: {text}");
-    assert!(!data.exists(), "nothing is created before the configuration is valid");
+    assert!(
+        !data.exists(),
+        "nothing is created before the configuration is valid"
+    );
     assert!(!text.contains("hunter2secret"), "{text}");
 }
 
@@ -45,7 +73,13 @@ fn config_check_reports_every_problem_and_serve_refuses() {
 fn config_check_accepts_the_defaults_and_shows_no_secrets() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data").display().to_string();
-    let (code, text) = palisade(&["config", "check", "--data-dir", &data], &[("PALISADE_DATABASE_URL", "postgres://u:pw-secret@127.0.0.1/p")]);
+    let (code, text) = palisade(
+        &["config", "check", "--data-dir", &data],
+        &[(
+            "PALISADE_DATABASE_URL",
+            "postgres://u:pw-secret@127.0.0.1/p",
+        )],
+    );
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("configuration OK"), "{text}");
     assert!(text.contains("postgres://u:***@127.0.0.1/p"), "{text}");

@@ -4,9 +4,9 @@
 //! (`$N` placeholders, BIGINT times in Unix seconds, TEXT identifiers).
 
 mod schema;
-pub mod users;
 pub mod sessions;
 pub mod tokens;
+pub mod users;
 
 use crate::config::{Config, DatabaseLocation};
 use crate::error::{Error, Result};

@@ -111,12 +111,28 @@ pub(super) async fn current_version(db: &Db) -> Result<i64> {
     Ok(row.try_get::<i64, _>("v")?)
 }
 
+/// PostgreSQL advisory lock key serialising the creation of `schema_migrations`
+/// ("palisade" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7061_6c69_7361_6465;
+
 pub(super) async fn migrate(db: &Db) -> Result<()> {
+    let mut tx = db.pool().begin().await?;
+    if db.backend() == Backend::Postgres {
+        // Concurrent CREATE TABLE IF NOT EXISTS races in PostgreSQL's catalog (one
+        // node fails with a duplicate pg_type key), and the table lock below needs
+        // the table first: serialise on an advisory lock held until commit. Selected
+        // through a constant because the Any driver cannot decode `void`.
+        sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .fetch_one(&mut *tx)
+            .await?;
+    }
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)",
     )
-    .execute(db.pool())
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     let found = current_version(db).await?;
     if found > LATEST_VERSION {
         return Err(Error::SchemaTooNew {
@@ -132,11 +148,12 @@ pub(super) async fn migrate(db: &Db) -> Result<()> {
                 .execute(&mut *tx)
                 .await?;
         }
-        let already: i64 = sqlx::query("SELECT COUNT(*) AS n FROM schema_migrations WHERE version = $1")
-            .bind(*version)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("n")?;
+        let already: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM schema_migrations WHERE version = $1")
+                .bind(*version)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("n")?;
         if already == 0 {
             sqlx::raw_sql(*sql).execute(&mut *tx).await?;
             sqlx::query("INSERT INTO schema_migrations (version, description, applied_at) VALUES ($1, $2, $3)")

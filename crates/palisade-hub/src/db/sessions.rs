@@ -164,7 +164,10 @@ impl Db {
         Ok(done.rows_affected())
     }
 
-    pub async fn user_sessions(&self, user: &UserId) -> Result<Vec<(String, i64, i64, String, String)>> {
+    pub async fn user_sessions(
+        &self,
+        user: &UserId,
+    ) -> Result<Vec<(String, i64, i64, String, String)>> {
         let rows = sqlx::query(
             "SELECT token_hash, created_at, last_seen_at, source, user_agent FROM sessions \
              WHERE user_id = $1 AND stage = 'full' AND expires_at > $2 ORDER BY last_seen_at DESC",

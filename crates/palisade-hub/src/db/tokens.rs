@@ -43,16 +43,20 @@ impl Db {
     pub async fn store_setup_code(&self, code: &str, ttl_secs: i64) -> Result<()> {
         let at = now();
         let mut tx = self.pool().begin().await?;
-        sqlx::query("UPDATE setup_codes SET expires_at = $1 WHERE used_at IS NULL AND expires_at > $1")
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO setup_codes (code_hash, created_at, expires_at) VALUES ($1, $2, $3)")
-            .bind(token::digest(&token::normalize_code(code)))
-            .bind(at)
-            .bind(at + ttl_secs)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE setup_codes SET expires_at = $1 WHERE used_at IS NULL AND expires_at > $1",
+        )
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO setup_codes (code_hash, created_at, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(token::digest(&token::normalize_code(code)))
+        .bind(at)
+        .bind(at + ttl_secs)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -84,7 +88,12 @@ impl Db {
     }
 
     /// Create a one-time link token for a user; earlier unused ones of the same purpose end.
-    pub async fn create_one_time_token(&self, user: &UserId, purpose: Purpose, ttl_secs: i64) -> Result<String> {
+    pub async fn create_one_time_token(
+        &self,
+        user: &UserId,
+        purpose: Purpose,
+        ttl_secs: i64,
+    ) -> Result<String> {
         let raw = token::random_token();
         let at = now();
         sqlx::query("DELETE FROM one_time_tokens WHERE user_id = $1 AND purpose = $2")
@@ -107,7 +116,12 @@ impl Db {
 
     /// The user a one-time token belongs to, if it is valid for `purpose`; `consume`
     /// uses it up atomically (only one caller gets `Some`).
-    pub async fn one_time_token_user(&self, raw: &str, purpose: Purpose, consume: bool) -> Result<Option<UserId>> {
+    pub async fn one_time_token_user(
+        &self,
+        raw: &str,
+        purpose: Purpose,
+        consume: bool,
+    ) -> Result<Option<UserId>> {
         let hash = token::digest(raw);
         let at = now();
         let row = optional(
@@ -122,11 +136,13 @@ impl Db {
         )?;
         let Some(row) = row else { return Ok(None) };
         if consume {
-            let done = sqlx::query("UPDATE one_time_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
-                .bind(at)
-                .bind(&hash)
-                .execute(self.pool())
-                .await?;
+            let done = sqlx::query(
+                "UPDATE one_time_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+            )
+            .bind(at)
+            .bind(&hash)
+            .execute(self.pool())
+            .await?;
             if done.rows_affected() != 1 {
                 return Ok(None);
             }
@@ -135,7 +151,12 @@ impl Db {
     }
 
     /// Create an API token; returns `(id, token)`. The token is shown once.
-    pub async fn create_api_token(&self, user: &UserId, name: &str, ttl_secs: i64) -> Result<(String, String)> {
+    pub async fn create_api_token(
+        &self,
+        user: &UserId,
+        name: &str,
+        ttl_secs: i64,
+    ) -> Result<(String, String)> {
         let id = data_encoding::HEXLOWER.encode(&token::random_bytes::<8>());
         let raw = format!("{API_TOKEN_PREFIX}{}", token::random_token());
         let at = now();
@@ -207,11 +228,13 @@ impl Db {
 
     /// Revoke every API token of a user (password reset, disable).
     pub async fn revoke_user_api_tokens(&self, user: &UserId) -> Result<()> {
-        sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
-            .bind(now())
-            .bind(user.as_str())
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(user.as_str())
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 }

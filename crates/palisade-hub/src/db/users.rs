@@ -157,7 +157,10 @@ impl Db {
         .execute(self.pool())
         .await;
         match result {
-            Ok(_) => self.user(&id).await?.ok_or_else(|| Error::Conflict("user vanished".into())),
+            Ok(_) => self
+                .user(&id)
+                .await?
+                .ok_or_else(|| Error::Conflict("user vanished".into())),
             Err(e) if is_unique_violation(&e) => Err(Error::Conflict(
                 "That user name or e-mail address is already registered.".into(),
             )),
@@ -167,27 +170,50 @@ impl Db {
 
     pub async fn user(&self, id: &UserId) -> Result<Option<User>> {
         let q = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
-        optional(sqlx::query(q).bind(id.as_str()).fetch_one(self.pool()).await)?
-            .map(|r| from_row(&r))
-            .transpose()
+        optional(
+            sqlx::query(q)
+                .bind(id.as_str())
+                .fetch_one(self.pool())
+                .await,
+        )?
+        .map(|r| from_row(&r))
+        .transpose()
     }
 
     pub async fn user_by_username(&self, username: &Username) -> Result<Option<User>> {
-        let q = concat!("SELECT ", user_columns!(), " FROM users WHERE username = $1");
-        optional(sqlx::query(q).bind(username.as_str()).fetch_one(self.pool()).await)?
-            .map(|r| from_row(&r))
-            .transpose()
+        let q = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE username = $1"
+        );
+        optional(
+            sqlx::query(q)
+                .bind(username.as_str())
+                .fetch_one(self.pool())
+                .await,
+        )?
+        .map(|r| from_row(&r))
+        .transpose()
     }
 
     pub async fn user_by_email(&self, email: &Email) -> Result<Option<User>> {
         let q = concat!("SELECT ", user_columns!(), " FROM users WHERE email = $1");
-        optional(sqlx::query(q).bind(email.as_str()).fetch_one(self.pool()).await)?
-            .map(|r| from_row(&r))
-            .transpose()
+        optional(
+            sqlx::query(q)
+                .bind(email.as_str())
+                .fetch_one(self.pool())
+                .await,
+        )?
+        .map(|r| from_row(&r))
+        .transpose()
     }
 
     pub async fn users(&self) -> Result<Vec<User>> {
-        let q = concat!("SELECT ", user_columns!(), " FROM users ORDER BY created_at, username");
+        let q = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users ORDER BY created_at, username"
+        );
         sqlx::query(q)
             .fetch_all(self.pool())
             .await?
@@ -198,10 +224,12 @@ impl Db {
 
     /// Number of active administrators (setup is open while this is zero).
     pub async fn active_admin_count(&self) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM users WHERE role = 'admin' AND status = 'active'")
-            .fetch_one(self.pool())
-            .await?
-            .try_get("n")?)
+        Ok(sqlx::query(
+            "SELECT COUNT(*) AS n FROM users WHERE role = 'admin' AND status = 'active'",
+        )
+        .fetch_one(self.pool())
+        .await?
+        .try_get("n")?)
     }
 
     pub async fn set_password_hash(&self, id: &UserId, hash: &str) -> Result<()> {
@@ -302,10 +330,12 @@ impl Db {
 
     /// Forget failures and locks (successful sign-in, recovery or administrator unlock).
     pub async fn clear_failures(&self, id: &UserId) -> Result<()> {
-        sqlx::query("UPDATE users SET failed_logins = 0, locked_until = 0, hard_locked = 0 WHERE id = $1")
-            .bind(id.as_str())
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "UPDATE users SET failed_logins = 0, locked_until = 0, hard_locked = 0 WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 
@@ -350,10 +380,12 @@ impl Db {
     }
 
     pub async fn unused_recovery_codes(&self, id: &UserId) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL")
-            .bind(id.as_str())
-            .fetch_one(self.pool())
-            .await?
-            .try_get("n")?)
+        Ok(sqlx::query(
+            "SELECT COUNT(*) AS n FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
+        )
+        .bind(id.as_str())
+        .fetch_one(self.pool())
+        .await?
+        .try_get("n")?)
     }
 }

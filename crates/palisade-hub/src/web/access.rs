@@ -108,6 +108,10 @@ impl<S: Send + Sync> FromRequestParts<S> for AdminPrincipal {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let p = Principal::from_request_parts(parts, state).await?;
-        if p.is_admin() { Ok(Self(p)) } else { Err(WebError::Forbidden) }
+        if p.is_admin() {
+            Ok(Self(p))
+        } else {
+            Err(WebError::Forbidden)
+        }
     }
 }

@@ -64,8 +64,13 @@ pub async fn me(p: Principal) -> Json<UserView> {
     Json(UserView::from(&p.user))
 }
 
-pub async fn users(State(state): State<AppState>, _admin: AdminPrincipal) -> Result<Json<Vec<UserView>>, WebError> {
-    Ok(Json(state.db.users().await?.iter().map(UserView::from).collect()))
+pub async fn users(
+    State(state): State<AppState>,
+    _admin: AdminPrincipal,
+) -> Result<Json<Vec<UserView>>, WebError> {
+    Ok(Json(
+        state.db.users().await?.iter().map(UserView::from).collect(),
+    ))
 }
 
 async fn target(state: &AppState, id: &str) -> Result<crate::db::users::User, WebError> {
@@ -80,18 +85,32 @@ fn conflict(e: crate::error::Error) -> WebError {
     }
 }
 
-pub async fn unlock_user(State(state): State<AppState>, AdminPrincipal(admin): AdminPrincipal, Extension(ClientAddr(ip)): Extension<ClientAddr>, Path(id): Path<String>) -> Result<Json<UserView>, WebError> {
+pub async fn unlock_user(
+    State(state): State<AppState>,
+    AdminPrincipal(admin): AdminPrincipal,
+    Extension(ClientAddr(ip)): Extension<ClientAddr>,
+    Path(id): Path<String>,
+) -> Result<Json<UserView>, WebError> {
     let user = target(&state, &id).await?;
-    accounts::unlock(&state.db, &Actor::user(&admin.user, ip), &user).await.map_err(conflict)?;
+    accounts::unlock(&state.db, &Actor::user(&admin.user, ip), &user)
+        .await
+        .map_err(conflict)?;
     Ok(Json(UserView::from(&target(&state, &id).await?)))
 }
 
-pub async fn disable_user(State(state): State<AppState>, AdminPrincipal(admin): AdminPrincipal, Extension(ClientAddr(ip)): Extension<ClientAddr>, Path(id): Path<String>) -> Result<Json<UserView>, WebError> {
+pub async fn disable_user(
+    State(state): State<AppState>,
+    AdminPrincipal(admin): AdminPrincipal,
+    Extension(ClientAddr(ip)): Extension<ClientAddr>,
+    Path(id): Path<String>,
+) -> Result<Json<UserView>, WebError> {
     let user = target(&state, &id).await?;
     if user.id == admin.user.id {
         return Err(WebError::BadRequest("You cannot disable yourself.".into()));
     }
-    accounts::disable(&state.db, &Actor::user(&admin.user, ip), &user).await.map_err(conflict)?;
+    accounts::disable(&state.db, &Actor::user(&admin.user, ip), &user)
+        .await
+        .map_err(conflict)?;
     Ok(Json(UserView::from(&target(&state, &id).await?)))
 }
 
@@ -101,12 +120,24 @@ pub struct AuditQuery {
     limit: Option<i64>,
 }
 
-pub async fn audit(State(state): State<AppState>, _admin: AdminPrincipal, Query(q): Query<AuditQuery>) -> Result<Json<Value>, WebError> {
-    let entries = state.db.audit_entries(q.limit.unwrap_or(100).clamp(1, 1000), q.before).await?;
+pub async fn audit(
+    State(state): State<AppState>,
+    _admin: AdminPrincipal,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Value>, WebError> {
+    let entries = state
+        .db
+        .audit_entries(q.limit.unwrap_or(100).clamp(1, 1000), q.before)
+        .await?;
     Ok(Json(json!({ "entries": entries })))
 }
 
-pub async fn audit_verify(State(state): State<AppState>, _admin: AdminPrincipal) -> Result<Json<Value>, WebError> {
+pub async fn audit_verify(
+    State(state): State<AppState>,
+    _admin: AdminPrincipal,
+) -> Result<Json<Value>, WebError> {
     let report = state.db.verify_audit_chain().await?;
-    Ok(Json(json!({ "intact": report.first_broken.is_none(), "entries": report.entries, "first_broken": report.first_broken })))
+    Ok(Json(
+        json!({ "intact": report.first_broken.is_none(), "entries": report.entries, "first_broken": report.first_broken }),
+    ))
 }

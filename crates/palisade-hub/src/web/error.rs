@@ -68,11 +68,13 @@ impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         let mut message = self.to_string();
         if let WebError::Internal(e) = &self {
-            let incident = data_encoding::HEXLOWER.encode(&palisade_crypto::token::random_bytes::<6>());
+            let incident =
+                data_encoding::HEXLOWER.encode(&palisade_crypto::token::random_bytes::<6>());
             tracing::error!(incident, "request failed: {e}");
             message = format!("Something went wrong on the hub (incident {incident}).");
         }
-        let mut response = (self.status(), Json(serde_json::json!({ "error": message }))).into_response();
+        let mut response =
+            (self.status(), Json(serde_json::json!({ "error": message }))).into_response();
         match self {
             WebError::TooManyRequests(secs) => {
                 if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
@@ -80,7 +82,9 @@ impl IntoResponse for WebError {
                 }
             }
             WebError::Busy => {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}
         }

@@ -47,11 +47,17 @@ pub fn set_cookie(name: &str, value: &str, max_age_secs: i64) -> HeaderValue {
 }
 
 fn plausible_token(s: &str) -> bool {
-    (20..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    (20..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Resolve the caller from a bearer token or session cookie, and the CSRF token.
-pub async fn resolve_principal(State(state): State<AppState>, mut request: Request, next: Next) -> Result<Response, WebError> {
+pub async fn resolve_principal(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, WebError> {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -64,8 +70,12 @@ pub async fn resolve_principal(State(state): State<AppState>, mut request: Reque
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .map(str::to_owned);
-    let session_token = cookie(headers, SESSION_COOKIE).filter(|t| plausible_token(t)).map(str::to_owned);
-    let csrf_cookie = cookie(headers, CSRF_COOKIE).filter(|t| plausible_token(t)).map(str::to_owned);
+    let session_token = cookie(headers, SESSION_COOKIE)
+        .filter(|t| plausible_token(t))
+        .map(str::to_owned);
+    let csrf_cookie = cookie(headers, CSRF_COOKIE)
+        .filter(|t| plausible_token(t))
+        .map(str::to_owned);
 
     let mut principal = None;
     if let Some(raw) = bearer {
@@ -73,8 +83,16 @@ pub async fn resolve_principal(State(state): State<AppState>, mut request: Reque
         if !raw.starts_with(API_TOKEN_PREFIX) {
             return Err(WebError::Unauthorized);
         }
-        let user_id = state.db.api_token_user(&raw).await?.ok_or(WebError::Unauthorized)?;
-        let user = state.db.user(&user_id).await?.ok_or(WebError::Unauthorized)?;
+        let user_id = state
+            .db
+            .api_token_user(&raw)
+            .await?
+            .ok_or(WebError::Unauthorized)?;
+        let user = state
+            .db
+            .user(&user_id)
+            .await?
+            .ok_or(WebError::Unauthorized)?;
         if user.status != Status::Active {
             return Err(WebError::Unauthorized);
         }
@@ -118,9 +136,10 @@ pub async fn resolve_principal(State(state): State<AppState>, mut request: Reque
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/html"));
     if let Some(fresh) = new_csrf_cookie.filter(|_| is_page) {
-        response
-            .headers_mut()
-            .append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, &fresh, 12 * 3600));
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            set_cookie(CSRF_COOKIE, &fresh, 12 * 3600),
+        );
     }
     Ok(response)
 }
@@ -128,8 +147,15 @@ pub async fn resolve_principal(State(state): State<AppState>, mut request: Reque
 /// Refuse state-changing requests that come from another site or lack the CSRF token
 /// (WEB-1). Requests authenticated by an API token carry no ambient credential and
 /// need no token.
-pub async fn csrf(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, WebError> {
-    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+pub async fn csrf(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, WebError> {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
         return Ok(next.run(request).await);
     }
     let headers = request.headers();
@@ -161,7 +187,11 @@ pub async fn csrf(State(state): State<AppState>, request: Request, next: Next) -
         .get::<CsrfToken>()
         .map(|t| t.0.clone())
         .ok_or(WebError::Csrf)?;
-    if let Some(sent) = request.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()) {
+    if let Some(sent) = request
+        .headers()
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+    {
         if palisade_crypto::token::constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
             return Ok(next.run(request).await);
         }
@@ -180,10 +210,14 @@ pub async fn csrf(State(state): State<AppState>, request: Request, next: Next) -
         .await
         .map_err(|_| WebError::BadRequest("The request is too large.".into()))?;
     let sent = form_urlencoded_value(&bytes, "csrf");
-    if !sent.is_some_and(|s| palisade_crypto::token::constant_time_eq(s.as_bytes(), expected.as_bytes())) {
+    if !sent.is_some_and(|s| {
+        palisade_crypto::token::constant_time_eq(s.as_bytes(), expected.as_bytes())
+    }) {
         return Err(WebError::Csrf);
     }
-    Ok(next.run(Request::from_parts(parts, Body::from(bytes))).await)
+    Ok(next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await)
 }
 
 fn form_urlencoded_value(body: &[u8], name: &str) -> Option<String> {
@@ -198,7 +232,11 @@ fn serde_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
 }
 
 /// Give every request a deadline.
-pub async fn deadline(State(limit): State<std::time::Duration>, request: Request, next: Next) -> Response {
+pub async fn deadline(
+    State(limit): State<std::time::Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => WebError::Timeout.into_response(),
@@ -209,7 +247,9 @@ pub async fn deadline(State(limit): State<std::time::Duration>, request: Request
 pub async fn security_headers(request: Request, next: Next) -> Response {
     let is_api = request.uri().path().starts_with("/api/");
     let mut response = next.run(request).await;
-    if !is_api && let Some(ErrorMessage(message)) = response.extensions().get::<ErrorMessage>().cloned() {
+    if !is_api
+        && let Some(ErrorMessage(message)) = response.extensions().get::<ErrorMessage>().cloned()
+    {
         let status = response.status();
         let retry = response.headers().get(header::RETRY_AFTER).cloned();
         let mut page = super::pages::error_page(status, &message).into_response();
@@ -218,7 +258,8 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
             page.headers_mut().insert(header::RETRY_AFTER, retry);
         }
         for cookie in response.headers().get_all(header::SET_COOKIE) {
-            page.headers_mut().append(header::SET_COOKIE, cookie.clone());
+            page.headers_mut()
+                .append(header::SET_COOKIE, cookie.clone());
         }
         response = page;
     }
@@ -226,7 +267,11 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     let set = |h: &mut HeaderMap, name: &'static str, value: &'static str| {
         h.insert(name, HeaderValue::from_static(value));
     };
-    set(h, "strict-transport-security", "max-age=31536000; includeSubDomains");
+    set(
+        h,
+        "strict-transport-security",
+        "max-age=31536000; includeSubDomains",
+    );
     set(
         h,
         "content-security-policy",
@@ -239,7 +284,11 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     set(h, "referrer-policy", "same-origin");
     set(h, "cross-origin-opener-policy", "same-origin");
     set(h, "cross-origin-resource-policy", "same-origin");
-    set(h, "permissions-policy", "camera=(), microphone=(), geolocation=()");
+    set(
+        h,
+        "permissions-policy",
+        "camera=(), microphone=(), geolocation=()",
+    );
     if !h.contains_key(header::CACHE_CONTROL) {
         set(h, "cache-control", "no-store");
     }

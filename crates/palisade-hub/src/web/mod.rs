@@ -43,8 +43,18 @@ struct Routes {
 }
 
 impl Routes {
-    fn add(mut self, method: &'static str, path: &'static str, access: Access, handler: MethodRouter<AppState>) -> Self {
-        self.table.push(RouteInfo { method, path, access });
+    fn add(
+        mut self,
+        method: &'static str,
+        path: &'static str,
+        access: Access,
+        handler: MethodRouter<AppState>,
+    ) -> Self {
+        self.table.push(RouteInfo {
+            method,
+            path,
+            access,
+        });
         let guarded = handler.route_layer(axum::middleware::from_fn_with_state(
             (self.state.clone(), access),
             access::require,
@@ -87,13 +97,48 @@ fn routes(state: AppState) -> Routes {
         .add("GET", "/mfa/enrol", Enrolling, get(account::enrol_form))
         .add("POST", "/mfa/enrol", Enrolling, post(account::enrol_submit))
         .add("GET", "/account", Signed, get(account::page))
-        .add("POST", "/account/password", Signed, post(account::change_password))
-        .add("POST", "/account/mfa/start", Signed, post(account::mfa_start))
-        .add("POST", "/account/mfa/disable", Signed, post(account::mfa_disable))
-        .add("POST", "/account/recovery-codes", Signed, post(account::new_recovery_codes))
-        .add("POST", "/account/sessions/end-others", Signed, post(account::end_other_sessions))
-        .add("POST", "/account/tokens", Signed, post(account::create_token))
-        .add("POST", "/account/tokens/{id}/revoke", Signed, post(account::revoke_token))
+        .add(
+            "POST",
+            "/account/password",
+            Signed,
+            post(account::change_password),
+        )
+        .add(
+            "POST",
+            "/account/mfa/start",
+            Signed,
+            post(account::mfa_start),
+        )
+        .add(
+            "POST",
+            "/account/mfa/disable",
+            Signed,
+            post(account::mfa_disable),
+        )
+        .add(
+            "POST",
+            "/account/recovery-codes",
+            Signed,
+            post(account::new_recovery_codes),
+        )
+        .add(
+            "POST",
+            "/account/sessions/end-others",
+            Signed,
+            post(account::end_other_sessions),
+        )
+        .add(
+            "POST",
+            "/account/tokens",
+            Signed,
+            post(account::create_token),
+        )
+        .add(
+            "POST",
+            "/account/tokens/{id}/revoke",
+            Signed,
+            post(account::revoke_token),
+        )
         .add("GET", "/users", Admin, get(admin::users_page))
         .add("POST", "/users/invite", Admin, post(admin::invite))
         .add("POST", "/users/{id}/role", Admin, post(admin::set_role))
@@ -104,8 +149,18 @@ fn routes(state: AppState) -> Routes {
         .add("GET", "/api/v1/openapi.json", Signed, get(api::openapi))
         .add("GET", "/api/v1/me", Signed, get(api::me))
         .add("GET", "/api/v1/users", Admin, get(api::users))
-        .add("POST", "/api/v1/users/{id}/unlock", Admin, post(api::unlock_user))
-        .add("POST", "/api/v1/users/{id}/disable", Admin, post(api::disable_user))
+        .add(
+            "POST",
+            "/api/v1/users/{id}/unlock",
+            Admin,
+            post(api::unlock_user),
+        )
+        .add(
+            "POST",
+            "/api/v1/users/{id}/disable",
+            Admin,
+            post(api::disable_user),
+        )
         .add("GET", "/api/v1/audit", Admin, get(api::audit))
         .add("GET", "/api/v1/audit/verify", Admin, get(api::audit_verify))
 }
@@ -123,8 +178,14 @@ pub fn app(state: AppState) -> Router {
     built
         .router
         .fallback(error::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::csrf))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::resolve_principal))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::csrf,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::resolve_principal,
+        ))
         .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(

@@ -27,7 +27,12 @@ pub struct Chrome {
 }
 
 impl Chrome {
-    pub fn new(title: &str, product: &str, csrf: &CsrfToken, principal: Option<&Principal>) -> Self {
+    pub fn new(
+        title: &str,
+        product: &str,
+        csrf: &CsrfToken,
+        principal: Option<&Principal>,
+    ) -> Self {
         Self {
             title: title.to_owned(),
             product: product.to_owned(),
@@ -63,18 +68,35 @@ pub struct Field {
 
 impl Field {
     pub fn text(name: &'static str, label: &'static str, autocomplete: &'static str) -> Self {
-        Self { name, label, kind: "text", autocomplete, value: String::new(), hint: String::new() }
+        Self {
+            name,
+            label,
+            kind: "text",
+            autocomplete,
+            value: String::new(),
+            hint: String::new(),
+        }
     }
     pub fn email(name: &'static str, label: &'static str) -> Self {
-        Self { kind: "email", ..Self::text(name, label, "email") }
+        Self {
+            kind: "email",
+            ..Self::text(name, label, "email")
+        }
     }
     /// Password inputs never carry a value back and never have a `maxlength` (a browser
     /// would silently truncate).
     pub fn password(name: &'static str, label: &'static str, autocomplete: &'static str) -> Self {
-        Self { kind: "password", ..Self::text(name, label, autocomplete) }
+        Self {
+            kind: "password",
+            ..Self::text(name, label, autocomplete)
+        }
     }
     pub fn hidden(name: &'static str, value: &str) -> Self {
-        Self { kind: "hidden", value: value.to_owned(), ..Self::text(name, "", "off") }
+        Self {
+            kind: "hidden",
+            value: value.to_owned(),
+            ..Self::text(name, "", "off")
+        }
     }
     pub fn value(mut self, value: &str) -> Self {
         self.value = value.to_owned();
@@ -235,8 +257,10 @@ pub fn fmt_time(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|t| {
-            t.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC"))
-                .ok()
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .ok()
         })
         .unwrap_or_else(|| "-".into())
 }

@@ -62,11 +62,23 @@ impl TestHub {
 
     /// Run setup and TOTP enrolment; returns the signed-in admin browser and secret.
     pub async fn setup_admin(&self) -> (Browser, TotpSecret) {
-        let code = self.hub.setup_code.clone().expect("fresh hub has a setup code");
+        let code = self
+            .hub
+            .setup_code
+            .clone()
+            .expect("fresh hub has a setup code");
         let mut b = self.browser();
         b.get("/setup").await;
         let r = b
-            .post_form("/setup", &[("code", &code), ("username", ADMIN), ("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)])
+            .post_form(
+                "/setup",
+                &[
+                    ("code", &code),
+                    ("username", ADMIN),
+                    ("email", ADMIN_EMAIL),
+                    ("password", ADMIN_PASSWORD),
+                ],
+            )
             .await;
         assert_eq!(r.status, 303, "setup redirects to enrolment: {}", r.body);
         assert_eq!(r.location(), "/mfa/enrol");
@@ -98,7 +110,12 @@ impl TestHub {
     /// Wait (bounded) for a message to `recipient` whose text contains `needle`; returns it.
     pub async fn wait_for_mail(&self, recipient: &str, needle: &str) -> String {
         for _ in 0..100 {
-            if let Some(m) = self.mail_to(recipient).into_iter().rev().find(|m| m.contains(needle)) {
+            if let Some(m) = self
+                .mail_to(recipient)
+                .into_iter()
+                .rev()
+                .find(|m| m.contains(needle))
+            {
                 return m;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -108,13 +125,19 @@ impl TestHub {
 }
 
 pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
 }
 
 pub fn totp_secret_from(html: &str) -> TotpSecret {
-    let start = html.find("id=\"totp-secret\">").expect("secret on page") + "id=\"totp-secret\">".len();
+    let start =
+        html.find("id=\"totp-secret\">").expect("secret on page") + "id=\"totp-secret\">".len();
     let end = start + html[start..].find('<').expect("end");
-    let bytes = data_encoding::BASE32_NOPAD.decode(html[start..end].as_bytes()).expect("base32");
+    let bytes = data_encoding::BASE32_NOPAD
+        .decode(&html.as_bytes()[start..end])
+        .expect("base32");
     TotpSecret::from_bytes(bytes).expect("secret")
 }
 
@@ -122,7 +145,10 @@ pub fn totp_secret_from(html: &str) -> TotpSecret {
 pub fn link_token(mail: &str, path: &str) -> String {
     let marker = format!("{path}?token=");
     let start = mail.find(&marker).expect("link in mail") + marker.len();
-    mail[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect()
+    mail[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
 }
 
 /// A response, read in full.
@@ -134,16 +160,27 @@ pub struct Page {
 
 impl Page {
     pub fn location(&self) -> &str {
-        self.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
     /// The CSRF token embedded in the page's forms.
     pub fn csrf(&self) -> Option<String> {
         let marker = "name=\"csrf\" value=\"";
         let start = self.body.find(marker)? + marker.len();
-        Some(self.body[start..].chars().take_while(|c| *c != '"').collect())
+        Some(
+            self.body[start..]
+                .chars()
+                .take_while(|c| *c != '"')
+                .collect(),
+        )
     }
 }
 
@@ -170,11 +207,20 @@ pub fn client(hub: &TestHub, source: Option<IpAddr>) -> reqwest::Client {
 
 impl Browser {
     fn new(hub: &TestHub, source: Option<IpAddr>) -> Self {
-        Browser { client: client(hub, source), base: hub.hub.url(), cookies: BTreeMap::new(), csrf: None }
+        Browser {
+            client: client(hub, source),
+            base: hub.hub.url(),
+            cookies: BTreeMap::new(),
+            csrf: None,
+        }
     }
 
     fn cookie_header(&self) -> String {
-        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     async fn finish(&mut self, response: reqwest::Response) -> Page {
@@ -189,7 +235,11 @@ impl Browser {
                 }
             }
         }
-        let page = Page { status: response.status().as_u16(), headers: response.headers().clone(), body: response.text().await.unwrap_or_default() };
+        let page = Page {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.text().await.unwrap_or_default(),
+        };
         if let Some(token) = page.csrf() {
             self.csrf = Some(token);
         }
@@ -197,7 +247,13 @@ impl Browser {
     }
 
     pub async fn get(&mut self, path: &str) -> Page {
-        let r = self.client.get(format!("{}{path}", self.base)).header(COOKIE, self.cookie_header()).send().await.expect("GET");
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
+            .send()
+            .await
+            .expect("GET");
         self.finish(r).await
     }
 
@@ -223,7 +279,9 @@ impl Browser {
     }
 
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.client.request(method, format!("{}{path}", self.base)).header(COOKIE, self.cookie_header())
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
     }
 
     pub async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
@@ -236,13 +294,26 @@ impl Browser {
     }
 
     /// Sign in with password (and a TOTP code when `secret` is given, for time `at`).
-    pub async fn sign_in(&mut self, username: &str, password: &str, secret: Option<(&TotpSecret, u64)>) -> Page {
+    pub async fn sign_in(
+        &mut self,
+        username: &str,
+        password: &str,
+        secret: Option<(&TotpSecret, u64)>,
+    ) -> Page {
         self.get("/login").await;
-        let r = self.post_form("/login", &[("username", username), ("password", password)]).await;
+        let r = self
+            .post_form("/login", &[("username", username), ("password", password)])
+            .await;
         match secret {
             None => r,
             Some((secret, at)) => {
-                assert_eq!(r.location(), "/login/mfa", "password accepted, MFA asked: {} {}", r.status, r.body);
+                assert_eq!(
+                    r.location(),
+                    "/login/mfa",
+                    "password accepted, MFA asked: {} {}",
+                    r.status,
+                    r.body
+                );
                 self.get("/login/mfa").await;
                 let code = secret.code_at(at).expect("code");
                 self.post_form("/login/mfa", &[("code", &code)]).await

@@ -41,15 +41,30 @@ pub struct CodeForm {
     code: String,
 }
 
-pub async fn enrol_submit(State(state): State<AppState>, ctx: Ctx, Form(form): Form<CodeForm>) -> Result<Response, WebError> {
-    state.auth.attempt_from(ctx.ip).map_err(WebError::TooManyRequests)?;
+pub async fn enrol_submit(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<CodeForm>,
+) -> Result<Response, WebError> {
+    state
+        .auth
+        .attempt_from(ctx.ip)
+        .map_err(WebError::TooManyRequests)?;
     let me = ctx.me()?.clone();
     let actor = Actor::user(&me.user, ctx.ip);
     let Some(secret) = me.user.totp_pending.as_deref().and_then(decode_secret) else {
         return Ok(redirect("/account"));
     };
     let Some(step) = secret.verify(&form.code, now().max(0) as u64) else {
-        accounts::audit(&state.db, &actor, "mfa.enrol", me.user.username.as_str(), Outcome::Failure, "wrong code").await?;
+        accounts::audit(
+            &state.db,
+            &actor,
+            "mfa.enrol",
+            me.user.username.as_str(),
+            Outcome::Failure,
+            "wrong code",
+        )
+        .await?;
         let mut c = ctx.chrome(&state, "Set up two-factor authentication");
         c.error = Some("That code is not right. Check the app shows the account you just added, and that this device's clock is correct.".into());
         return pages::render(EnrolPage {
@@ -63,10 +78,30 @@ pub async fn enrol_submit(State(state): State<AppState>, ctx: Ctx, Form(form): F
         return Ok(redirect("/account"));
     }
     let codes = totp::recovery_codes();
-    let digests: Vec<String> = codes.iter().map(|c| token::digest(&token::normalize_code(c))).collect();
-    state.db.replace_recovery_codes(&me.user.id, &digests).await?;
-    accounts::audit(&state.db, &actor, "mfa.enrol", me.user.username.as_str(), Outcome::Success, "totp").await?;
-    accounts::notify(&state.db, &me.user, "Two-factor authentication turned on", "Two-factor authentication (TOTP) was turned on for your account.").await?;
+    let digests: Vec<String> = codes
+        .iter()
+        .map(|c| token::digest(&token::normalize_code(c)))
+        .collect();
+    state
+        .db
+        .replace_recovery_codes(&me.user.id, &digests)
+        .await?;
+    accounts::audit(
+        &state.db,
+        &actor,
+        "mfa.enrol",
+        me.user.username.as_str(),
+        Outcome::Success,
+        "totp",
+    )
+    .await?;
+    accounts::notify(
+        &state.db,
+        &me.user,
+        "Two-factor authentication turned on",
+        "Two-factor authentication (TOTP) was turned on for your account.",
+    )
+    .await?;
     let page = CodesPage {
         c: ctx.chrome(&state, "Save your recovery codes"),
         codes,
@@ -77,20 +112,59 @@ pub async fn enrol_submit(State(state): State<AppState>, ctx: Ctx, Form(form): F
         // Enrolment completes sign-in: a fresh full session replaces the enrolment one.
         state.db.delete_session(&session.token_hash).await?;
         let times = state.auth.session_times;
-        let (token, _) = state.db.create_session(&me.user.id, Stage::Full, times, &ctx.ip.to_string(), &ctx.user_agent).await?;
+        let (token, _) = state
+            .db
+            .create_session(
+                &me.user.id,
+                Stage::Full,
+                times,
+                &ctx.ip.to_string(),
+                &ctx.user_agent,
+            )
+            .await?;
         state.db.record_login(&me.user.id).await?;
-        accounts::audit(&state.db, &actor, "login", me.user.username.as_str(), Outcome::Success, "password+totp enrolment").await?;
+        accounts::audit(
+            &state.db,
+            &actor,
+            "login",
+            me.user.username.as_str(),
+            Outcome::Success,
+            "password+totp enrolment",
+        )
+        .await?;
         let mut c = page.c.clone();
-        c.nav = Some(pages::Nav { username: me.user.username.to_string(), admin: me.user.role == crate::db::users::Role::Admin });
-        c.csrf = state.db.session(&token, times).await?.map(|s| s.csrf).unwrap_or_default();
-        return Ok(with_session_cookie(pages::render(CodesPage { c, ..page })?, &token, times.absolute_secs));
+        c.nav = Some(pages::Nav {
+            username: me.user.username.to_string(),
+            admin: me.user.role == crate::db::users::Role::Admin,
+        });
+        c.csrf = state
+            .db
+            .session(&token, times)
+            .await?
+            .map(|s| s.csrf)
+            .unwrap_or_default();
+        return Ok(with_session_cookie(
+            pages::render(CodesPage { c, ..page })?,
+            &token,
+            times.absolute_secs,
+        ));
     }
     pages::render(page)
 }
 
-async fn account_page(state: &AppState, ctx: &Ctx, notice: Option<String>, error: Option<String>, new_token: Option<String>) -> Result<Response, WebError> {
+async fn account_page(
+    state: &AppState,
+    ctx: &Ctx,
+    notice: Option<String>,
+    error: Option<String>,
+    new_token: Option<String>,
+) -> Result<Response, WebError> {
     let me = ctx.me()?;
-    let user = state.db.user(&me.user.id).await?.ok_or(WebError::Unauthorized)?;
+    let user = state
+        .db
+        .user(&me.user.id)
+        .await?
+        .ok_or(WebError::Unauthorized)?;
     let mut c = ctx.chrome(state, "Your account");
     c.notice = notice;
     c.error = error;
@@ -99,7 +173,14 @@ async fn account_page(state: &AppState, ctx: &Ctx, notice: Option<String>, error
         .user_sessions(&user.id)
         .await?
         .into_iter()
-        .map(|(_, created, seen, source, agent)| (pages::fmt_time(created), pages::fmt_time(seen), source, agent.chars().take(60).collect()))
+        .map(|(_, created, seen, source, agent)| {
+            (
+                pages::fmt_time(created),
+                pages::fmt_time(seen),
+                source,
+                agent.chars().take(60).collect(),
+            )
+        })
         .collect();
     let tokens = state
         .db
@@ -111,7 +192,9 @@ async fn account_page(state: &AppState, ctx: &Ctx, notice: Option<String>, error
             name: t.name,
             created: pages::fmt_time(t.created_at),
             expires: pages::fmt_time(t.expires_at),
-            last_used: t.last_used_at.map_or_else(|| "never".into(), pages::fmt_time),
+            last_used: t
+                .last_used_at
+                .map_or_else(|| "never".into(), pages::fmt_time),
         })
         .collect();
     pages::render(AccountPage {
@@ -119,7 +202,11 @@ async fn account_page(state: &AppState, ctx: &Ctx, notice: Option<String>, error
         username: user.username.to_string(),
         email: user.email.to_string(),
         role: user.role.as_str(),
-        min_len: if user.has_mfa() { password::MIN_LEN_WITH_MFA } else { password::MIN_LEN_SINGLE_FACTOR },
+        min_len: if user.has_mfa() {
+            password::MIN_LEN_WITH_MFA
+        } else {
+            password::MIN_LEN_SINGLE_FACTOR
+        },
         mfa: user.has_mfa(),
         mfa_required: user.role.requires_mfa(),
         recovery_left: state.db.unused_recovery_codes(&user.id).await?,
@@ -139,26 +226,85 @@ pub struct PasswordChange {
     new_password: String,
 }
 
-pub async fn change_password(State(state): State<AppState>, ctx: Ctx, Form(form): Form<PasswordChange>) -> Result<Response, WebError> {
-    state.auth.attempt_from(ctx.ip).map_err(WebError::TooManyRequests)?;
+pub async fn change_password(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<PasswordChange>,
+) -> Result<Response, WebError> {
+    state
+        .auth
+        .attempt_from(ctx.ip)
+        .map_err(WebError::TooManyRequests)?;
     let me = ctx.me()?.clone();
     let actor = Actor::user(&me.user, ctx.ip);
-    if !state.auth.verify(Password::new(&form.current), me.user.password_hash.clone()).await? {
-        accounts::record_failure(&state.db, &actor, &me.user, "wrong current password at password change", &state.config.public_url).await?;
-        return account_page(&state, &ctx, None, Some("The current password is not correct.".into()), None).await;
+    if !state
+        .auth
+        .verify(Password::new(&form.current), me.user.password_hash.clone())
+        .await?
+    {
+        accounts::record_failure(
+            &state.db,
+            &actor,
+            &me.user,
+            "wrong current password at password change",
+            &state.config.public_url,
+        )
+        .await?;
+        return account_page(
+            &state,
+            &ctx,
+            None,
+            Some("The current password is not correct.".into()),
+            None,
+        )
+        .await;
     }
     let new = Password::new(&form.new_password);
-    let words = vec![me.user.username.as_str(), me.user.email.as_str(), state.config.product_name.as_str(), "palisade"];
-    if let Err(rejection) = password::check_policy(&new, &PasswordContext { words, has_mfa: me.user.has_mfa() }) {
+    let words = vec![
+        me.user.username.as_str(),
+        me.user.email.as_str(),
+        state.config.product_name.as_str(),
+        "palisade",
+    ];
+    if let Err(rejection) = password::check_policy(
+        &new,
+        &PasswordContext {
+            words,
+            has_mfa: me.user.has_mfa(),
+        },
+    ) {
         return account_page(&state, &ctx, None, Some(rejection.to_string()), None).await;
     }
     let hash = state.auth.hash(new).await?;
     state.db.set_password_hash(&me.user.id, &hash).await?;
     let current = me.session().map(|s| s.token_hash.as_str());
     let ended = state.db.delete_user_sessions(&me.user.id, current).await?;
-    accounts::audit(&state.db, &actor, "password.change", me.user.username.as_str(), Outcome::Success, &format!("{ended} other sessions ended")).await?;
-    accounts::notify(&state.db, &me.user, "Your password was changed", "The password of your account was changed, and your other sessions were signed out.").await?;
-    account_page(&state, &ctx, Some(format!("Password changed. {ended} other sessions were signed out.")), None, None).await
+    accounts::audit(
+        &state.db,
+        &actor,
+        "password.change",
+        me.user.username.as_str(),
+        Outcome::Success,
+        &format!("{ended} other sessions ended"),
+    )
+    .await?;
+    accounts::notify(
+        &state.db,
+        &me.user,
+        "Your password was changed",
+        "The password of your account was changed, and your other sessions were signed out.",
+    )
+    .await?;
+    account_page(
+        &state,
+        &ctx,
+        Some(format!(
+            "Password changed. {ended} other sessions were signed out."
+        )),
+        None,
+        None,
+    )
+    .await
 }
 
 pub async fn mfa_start(State(state): State<AppState>, ctx: Ctx) -> Result<Response, WebError> {
@@ -166,7 +312,10 @@ pub async fn mfa_start(State(state): State<AppState>, ctx: Ctx) -> Result<Respon
     if me.user.has_mfa() {
         return Ok(redirect("/account"));
     }
-    state.db.set_totp_pending(&me.user.id, Some(&TotpSecret::generate().to_base32())).await?;
+    state
+        .db
+        .set_totp_pending(&me.user.id, Some(&TotpSecret::generate().to_base32()))
+        .await?;
     Ok(redirect("/mfa/enrol"))
 }
 
@@ -176,49 +325,163 @@ pub struct DisableMfa {
     code: String,
 }
 
-pub async fn mfa_disable(State(state): State<AppState>, ctx: Ctx, Form(form): Form<DisableMfa>) -> Result<Response, WebError> {
-    state.auth.attempt_from(ctx.ip).map_err(WebError::TooManyRequests)?;
+pub async fn mfa_disable(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<DisableMfa>,
+) -> Result<Response, WebError> {
+    state
+        .auth
+        .attempt_from(ctx.ip)
+        .map_err(WebError::TooManyRequests)?;
     let me = ctx.me()?.clone();
     let actor = Actor::user(&me.user, ctx.ip);
     if me.user.role.requires_mfa() {
         return Err(WebError::Forbidden);
     }
-    let password_ok = state.auth.verify(Password::new(&form.password), me.user.password_hash.clone()).await?;
-    let code_ok = password_ok && check_second_factor(&state, &me.user, &form.code).await?.is_some();
+    let password_ok = state
+        .auth
+        .verify(Password::new(&form.password), me.user.password_hash.clone())
+        .await?;
+    let code_ok = password_ok
+        && check_second_factor(&state, &me.user, &form.code)
+            .await?
+            .is_some();
     if !code_ok {
-        accounts::record_failure(&state.db, &actor, &me.user, "failed re-authentication to turn off MFA", &state.config.public_url).await?;
-        return account_page(&state, &ctx, None, Some("The password or code is not correct.".into()), None).await;
+        accounts::record_failure(
+            &state.db,
+            &actor,
+            &me.user,
+            "failed re-authentication to turn off MFA",
+            &state.config.public_url,
+        )
+        .await?;
+        return account_page(
+            &state,
+            &ctx,
+            None,
+            Some("The password or code is not correct.".into()),
+            None,
+        )
+        .await;
     }
     state.db.clear_totp(&me.user.id).await?;
     let current = me.session().map(|s| s.token_hash.as_str());
     state.db.delete_user_sessions(&me.user.id, current).await?;
-    accounts::audit(&state.db, &actor, "mfa.disable", me.user.username.as_str(), Outcome::Success, "").await?;
-    accounts::notify(&state.db, &me.user, "Two-factor authentication turned off", "Two-factor authentication was turned off for your account.").await?;
-    account_page(&state, &ctx, Some("Two-factor authentication is off.".into()), None, None).await
+    accounts::audit(
+        &state.db,
+        &actor,
+        "mfa.disable",
+        me.user.username.as_str(),
+        Outcome::Success,
+        "",
+    )
+    .await?;
+    accounts::notify(
+        &state.db,
+        &me.user,
+        "Two-factor authentication turned off",
+        "Two-factor authentication was turned off for your account.",
+    )
+    .await?;
+    account_page(
+        &state,
+        &ctx,
+        Some("Two-factor authentication is off.".into()),
+        None,
+        None,
+    )
+    .await
 }
 
-pub async fn new_recovery_codes(State(state): State<AppState>, ctx: Ctx, Form(form): Form<CodeForm>) -> Result<Response, WebError> {
-    state.auth.attempt_from(ctx.ip).map_err(WebError::TooManyRequests)?;
+pub async fn new_recovery_codes(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<CodeForm>,
+) -> Result<Response, WebError> {
+    state
+        .auth
+        .attempt_from(ctx.ip)
+        .map_err(WebError::TooManyRequests)?;
     let me = ctx.me()?.clone();
     let actor = Actor::user(&me.user, ctx.ip);
-    if check_second_factor(&state, &me.user, &form.code).await?.is_none() {
-        accounts::record_failure(&state.db, &actor, &me.user, "wrong code for new recovery codes", &state.config.public_url).await?;
-        return account_page(&state, &ctx, None, Some("That code is not valid.".into()), None).await;
+    if check_second_factor(&state, &me.user, &form.code)
+        .await?
+        .is_none()
+    {
+        accounts::record_failure(
+            &state.db,
+            &actor,
+            &me.user,
+            "wrong code for new recovery codes",
+            &state.config.public_url,
+        )
+        .await?;
+        return account_page(
+            &state,
+            &ctx,
+            None,
+            Some("That code is not valid.".into()),
+            None,
+        )
+        .await;
     }
     let codes = totp::recovery_codes();
-    let digests: Vec<String> = codes.iter().map(|c| token::digest(&token::normalize_code(c))).collect();
-    state.db.replace_recovery_codes(&me.user.id, &digests).await?;
-    accounts::audit(&state.db, &actor, "mfa.recovery_codes", me.user.username.as_str(), Outcome::Success, "replaced").await?;
-    accounts::notify(&state.db, &me.user, "New recovery codes", "New recovery codes were made for your account; the old ones no longer work.").await?;
-    pages::render(CodesPage { c: ctx.chrome(&state, "Your new recovery codes"), codes, next: "/account" })
+    let digests: Vec<String> = codes
+        .iter()
+        .map(|c| token::digest(&token::normalize_code(c)))
+        .collect();
+    state
+        .db
+        .replace_recovery_codes(&me.user.id, &digests)
+        .await?;
+    accounts::audit(
+        &state.db,
+        &actor,
+        "mfa.recovery_codes",
+        me.user.username.as_str(),
+        Outcome::Success,
+        "replaced",
+    )
+    .await?;
+    accounts::notify(
+        &state.db,
+        &me.user,
+        "New recovery codes",
+        "New recovery codes were made for your account; the old ones no longer work.",
+    )
+    .await?;
+    pages::render(CodesPage {
+        c: ctx.chrome(&state, "Your new recovery codes"),
+        codes,
+        next: "/account",
+    })
 }
 
-pub async fn end_other_sessions(State(state): State<AppState>, ctx: Ctx) -> Result<Response, WebError> {
+pub async fn end_other_sessions(
+    State(state): State<AppState>,
+    ctx: Ctx,
+) -> Result<Response, WebError> {
     let me = ctx.me()?;
     let current = me.session().map(|s| s.token_hash.as_str());
     let ended = state.db.delete_user_sessions(&me.user.id, current).await?;
-    accounts::audit(&state.db, &Actor::user(&me.user, ctx.ip), "sessions.end_others", me.user.username.as_str(), Outcome::Success, &format!("{ended} ended")).await?;
-    account_page(&state, &ctx, Some(format!("{ended} other sessions were signed out.")), None, None).await
+    accounts::audit(
+        &state.db,
+        &Actor::user(&me.user, ctx.ip),
+        "sessions.end_others",
+        me.user.username.as_str(),
+        Outcome::Success,
+        &format!("{ended} ended"),
+    )
+    .await?;
+    account_page(
+        &state,
+        &ctx,
+        Some(format!("{ended} other sessions were signed out.")),
+        None,
+        None,
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -226,22 +489,69 @@ pub struct TokenName {
     name: String,
 }
 
-pub async fn create_token(State(state): State<AppState>, ctx: Ctx, Form(form): Form<TokenName>) -> Result<Response, WebError> {
+pub async fn create_token(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<TokenName>,
+) -> Result<Response, WebError> {
     let me = ctx.me()?;
-    let name: String = form.name.trim().chars().filter(|c| !c.is_control()).take(64).collect();
+    let name: String = form
+        .name
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
     if name.is_empty() {
-        return account_page(&state, &ctx, None, Some("Give the token a name.".into()), None).await;
+        return account_page(
+            &state,
+            &ctx,
+            None,
+            Some("Give the token a name.".into()),
+            None,
+        )
+        .await;
     }
-    let (id, raw) = state.db.create_api_token(&me.user.id, &name, API_TOKEN_TTL).await?;
-    accounts::audit(&state.db, &Actor::user(&me.user, ctx.ip), "api_token.create", &id, Outcome::Success, &name).await?;
-    account_page(&state, &ctx, Some("API token created. Copy it now: it is not shown again.".into()), None, Some(raw)).await
+    let (id, raw) = state
+        .db
+        .create_api_token(&me.user.id, &name, API_TOKEN_TTL)
+        .await?;
+    accounts::audit(
+        &state.db,
+        &Actor::user(&me.user, ctx.ip),
+        "api_token.create",
+        &id,
+        Outcome::Success,
+        &name,
+    )
+    .await?;
+    account_page(
+        &state,
+        &ctx,
+        Some("API token created. Copy it now: it is not shown again.".into()),
+        None,
+        Some(raw),
+    )
+    .await
 }
 
-pub async fn revoke_token(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> Result<Response, WebError> {
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
     let me = ctx.me()?;
     if !state.db.revoke_api_token(&me.user.id, &id).await? {
         return Err(WebError::NotFound);
     }
-    accounts::audit(&state.db, &Actor::user(&me.user, ctx.ip), "api_token.revoke", &id, Outcome::Success, "").await?;
+    accounts::audit(
+        &state.db,
+        &Actor::user(&me.user, ctx.ip),
+        "api_token.revoke",
+        &id,
+        Outcome::Success,
+        "",
+    )
+    .await?;
     account_page(&state, &ctx, Some("Token revoked.".into()), None, None).await
 }

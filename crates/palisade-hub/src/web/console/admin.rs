@@ -1,12 +1,12 @@
 //! Administrator pages: users (roles, invitations, unlock, disable) and the audit log.
 
-use super::signin::INVITE_TTL;
 use super::Ctx;
+use super::signin::INVITE_TTL;
 use crate::accounts::{self, Actor};
 use crate::audit::Outcome;
+use crate::db::now;
 use crate::db::tokens::Purpose;
 use crate::db::users::{NewUser, Role, Status, User};
-use crate::db::now;
 use crate::ids::{Email, UserId, Username};
 use crate::mail::Category;
 use crate::web::AppState;
@@ -18,7 +18,12 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 
-async fn users_view(state: &AppState, ctx: &Ctx, notice: Option<String>, error: Option<String>) -> Result<Response, WebError> {
+async fn users_view(
+    state: &AppState,
+    ctx: &Ctx,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Result<Response, WebError> {
     let me = ctx.me()?;
     let at = now();
     let users = state
@@ -38,7 +43,10 @@ async fn users_view(state: &AppState, ctx: &Ctx, notice: Option<String>, error: 
             } else if u.locked_until > at {
                 format!("delayed until {}", pages::fmt_time(u.locked_until))
             } else {
-                u.last_login_at.map_or_else(|| "never signed in".into(), |t| format!("last {}", pages::fmt_time(t)))
+                u.last_login_at.map_or_else(
+                    || "never signed in".into(),
+                    |t| format!("last {}", pages::fmt_time(t)),
+                )
             },
             locked: u.is_locked(at) || u.failed_logins > 0,
             is_self: u.id == me.user.id,
@@ -50,7 +58,11 @@ async fn users_view(state: &AppState, ctx: &Ctx, notice: Option<String>, error: 
     pages::render(UsersPage { c, users })
 }
 
-pub async fn users_page(State(state): State<AppState>, _admin: AdminPrincipal, ctx: Ctx) -> Result<Response, WebError> {
+pub async fn users_page(
+    State(state): State<AppState>,
+    _admin: AdminPrincipal,
+    ctx: Ctx,
+) -> Result<Response, WebError> {
     users_view(&state, &ctx, None, None).await
 }
 
@@ -61,7 +73,12 @@ pub struct InviteForm {
     role: String,
 }
 
-pub async fn invite(State(state): State<AppState>, AdminPrincipal(admin): AdminPrincipal, ctx: Ctx, Form(form): Form<InviteForm>) -> Result<Response, WebError> {
+pub async fn invite(
+    State(state): State<AppState>,
+    AdminPrincipal(admin): AdminPrincipal,
+    ctx: Ctx,
+    Form(form): Form<InviteForm>,
+) -> Result<Response, WebError> {
     let fail = |msg: String| users_view(&state, &ctx, None, Some(msg));
     let username = match Username::parse(&form.username) {
         Ok(u) => u,
@@ -76,14 +93,23 @@ pub async fn invite(State(state): State<AppState>, AdminPrincipal(admin): AdminP
     };
     let user = match state
         .db
-        .insert_user(NewUser { username: &username, email: &email, role, status: Status::Pending, password_hash: None })
+        .insert_user(NewUser {
+            username: &username,
+            email: &email,
+            role,
+            status: Status::Pending,
+            password_hash: None,
+        })
         .await
     {
         Ok(u) => u,
         Err(crate::error::Error::Conflict(msg)) => return fail(msg).await,
         Err(e) => return Err(e.into()),
     };
-    let token = state.db.create_one_time_token(&user.id, Purpose::Invite, INVITE_TTL).await?;
+    let token = state
+        .db
+        .create_one_time_token(&user.id, Purpose::Invite, INVITE_TTL)
+        .await?;
     state
         .db
         .enqueue_mail(
@@ -98,8 +124,22 @@ pub async fn invite(State(state): State<AppState>, AdminPrincipal(admin): AdminP
             Category::Account,
         )
         .await?;
-    accounts::audit(&state.db, &Actor::user(&admin.user, ctx.ip), "user.invite", username.as_str(), Outcome::Success, role.as_str()).await?;
-    users_view(&state, &ctx, Some(format!("Invitation sent to {email}.")), None).await
+    accounts::audit(
+        &state.db,
+        &Actor::user(&admin.user, ctx.ip),
+        "user.invite",
+        username.as_str(),
+        Outcome::Success,
+        role.as_str(),
+    )
+    .await?;
+    users_view(
+        &state,
+        &ctx,
+        Some(format!("Invitation sent to {email}.")),
+        None,
+    )
+    .await
 }
 
 async fn target(state: &AppState, id: &str) -> Result<User, WebError> {
@@ -114,12 +154,20 @@ pub struct RoleForm {
 
 fn refuse_self(admin: &crate::web::access::Principal, user: &User) -> Result<(), WebError> {
     if admin.user.id == user.id {
-        return Err(WebError::BadRequest("You cannot change your own role or disable yourself; ask another administrator.".into()));
+        return Err(WebError::BadRequest(
+            "You cannot change your own role or disable yourself; ask another administrator."
+                .into(),
+        ));
     }
     Ok(())
 }
 
-async fn after(state: &AppState, ctx: &Ctx, result: crate::error::Result<()>, done: String) -> Result<Response, WebError> {
+async fn after(
+    state: &AppState,
+    ctx: &Ctx,
+    result: crate::error::Result<()>,
+    done: String,
+) -> Result<Response, WebError> {
     match result {
         Ok(()) => users_view(state, ctx, Some(done), None).await,
         Err(crate::error::Error::Conflict(msg)) => users_view(state, ctx, None, Some(msg)).await,
@@ -127,31 +175,78 @@ async fn after(state: &AppState, ctx: &Ctx, result: crate::error::Result<()>, do
     }
 }
 
-pub async fn set_role(State(state): State<AppState>, AdminPrincipal(admin): AdminPrincipal, ctx: Ctx, Path(id): Path<String>, Form(form): Form<RoleForm>) -> Result<Response, WebError> {
+pub async fn set_role(
+    State(state): State<AppState>,
+    AdminPrincipal(admin): AdminPrincipal,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Form<RoleForm>,
+) -> Result<Response, WebError> {
     let user = target(&state, &id).await?;
     refuse_self(&admin, &user)?;
-    let role = Role::parse(&form.role).ok_or_else(|| WebError::BadRequest("Unknown role.".into()))?;
-    let result = accounts::set_role(&state.db, &Actor::user(&admin.user, ctx.ip), &user, role).await;
-    after(&state, &ctx, result, format!("{} is now {}.", user.username, role.as_str())).await
+    let role =
+        Role::parse(&form.role).ok_or_else(|| WebError::BadRequest("Unknown role.".into()))?;
+    let result =
+        accounts::set_role(&state.db, &Actor::user(&admin.user, ctx.ip), &user, role).await;
+    after(
+        &state,
+        &ctx,
+        result,
+        format!("{} is now {}.", user.username, role.as_str()),
+    )
+    .await
 }
 
-pub async fn unlock(State(state): State<AppState>, AdminPrincipal(admin): AdminPrincipal, ctx: Ctx, Path(id): Path<String>) -> Result<Response, WebError> {
+pub async fn unlock(
+    State(state): State<AppState>,
+    AdminPrincipal(admin): AdminPrincipal,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
     let user = target(&state, &id).await?;
     let result = accounts::unlock(&state.db, &Actor::user(&admin.user, ctx.ip), &user).await;
-    after(&state, &ctx, result, format!("{} is unlocked.", user.username)).await
+    after(
+        &state,
+        &ctx,
+        result,
+        format!("{} is unlocked.", user.username),
+    )
+    .await
 }
 
-pub async fn disable(State(state): State<AppState>, AdminPrincipal(admin): AdminPrincipal, ctx: Ctx, Path(id): Path<String>) -> Result<Response, WebError> {
+pub async fn disable(
+    State(state): State<AppState>,
+    AdminPrincipal(admin): AdminPrincipal,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
     let user = target(&state, &id).await?;
     refuse_self(&admin, &user)?;
     let result = accounts::disable(&state.db, &Actor::user(&admin.user, ctx.ip), &user).await;
-    after(&state, &ctx, result, format!("{} is disabled.", user.username)).await
+    after(
+        &state,
+        &ctx,
+        result,
+        format!("{} is disabled.", user.username),
+    )
+    .await
 }
 
-pub async fn enable(State(state): State<AppState>, AdminPrincipal(admin): AdminPrincipal, ctx: Ctx, Path(id): Path<String>) -> Result<Response, WebError> {
+pub async fn enable(
+    State(state): State<AppState>,
+    AdminPrincipal(admin): AdminPrincipal,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
     let user = target(&state, &id).await?;
     let result = accounts::enable(&state.db, &Actor::user(&admin.user, ctx.ip), &user).await;
-    after(&state, &ctx, result, format!("{} is enabled.", user.username)).await
+    after(
+        &state,
+        &ctx,
+        result,
+        format!("{} is enabled.", user.username),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -159,14 +254,29 @@ pub struct Paging {
     before: Option<i64>,
 }
 
-pub async fn audit_page(State(state): State<AppState>, _admin: AdminPrincipal, ctx: Ctx, Query(paging): Query<Paging>) -> Result<Response, WebError> {
+pub async fn audit_page(
+    State(state): State<AppState>,
+    _admin: AdminPrincipal,
+    ctx: Ctx,
+    Query(paging): Query<Paging>,
+) -> Result<Response, WebError> {
     const PAGE: i64 = 200;
     let report = state.db.verify_audit_chain().await?;
     let entries = state.db.audit_entries(PAGE, paging.before).await?;
-    let older = (entries.len() as i64 == PAGE).then(|| entries.last().map(|e| e.seq)).flatten();
+    let older = (entries.len() as i64 == PAGE)
+        .then(|| entries.last().map(|e| e.seq))
+        .flatten();
     let (intact, chain) = match report.first_broken {
-        None => (true, format!("Chain intact: {} entries verified.", report.entries)),
-        Some(seq) => (false, format!("TAMPERING DETECTED: the audit chain breaks at entry {seq}. Entries from there on cannot be trusted.")),
+        None => (
+            true,
+            format!("Chain intact: {} entries verified.", report.entries),
+        ),
+        Some(seq) => (
+            false,
+            format!(
+                "TAMPERING DETECTED: the audit chain breaks at entry {seq}. Entries from there on cannot be trusted."
+            ),
+        ),
     };
     pages::render(AuditPage {
         c: ctx.chrome(&state, "Audit log"),

@@ -29,7 +29,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(Ctx {
-            csrf: parts.extensions.get::<CsrfToken>().cloned().ok_or(WebError::Csrf)?,
+            csrf: parts
+                .extensions
+                .get::<CsrfToken>()
+                .cloned()
+                .ok_or(WebError::Csrf)?,
             ip: parts
                 .extensions
                 .get::<ClientAddr>()
@@ -47,7 +51,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
 
 impl Ctx {
     pub fn chrome(&self, state: &AppState, title: &str) -> Chrome {
-        Chrome::new(title, &state.config.product_name, &self.csrf, self.principal.as_ref())
+        Chrome::new(
+            title,
+            &state.config.product_name,
+            &self.csrf,
+            self.principal.as_ref(),
+        )
     }
     /// The signed-in principal (the route's access decision guarantees one).
     pub fn me(&self) -> Result<&Principal, WebError> {
@@ -66,9 +75,10 @@ pub fn redirect(to: &str) -> Response {
 
 /// Attach a new session cookie to a response.
 pub fn with_session_cookie(mut response: Response, token: &str, max_age_secs: i64) -> Response {
-    response
-        .headers_mut()
-        .append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, token, max_age_secs));
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(SESSION_COOKIE, token, max_age_secs),
+    );
     response
 }
 
@@ -94,7 +104,10 @@ pub async fn home(State(state): State<AppState>, ctx: Ctx) -> Result<Response, W
         role: p.user.role.as_str(),
         mfa: p.user.has_mfa(),
         admin: p.is_admin(),
-        last_login: p.user.last_login_at.map_or_else(|| "never".into(), pages::fmt_time),
+        last_login: p
+            .user
+            .last_login_at
+            .map_or_else(|| "never".into(), pages::fmt_time),
     })
 }
 

@@ -4,10 +4,10 @@
 use super::{Ctx, clear_session_cookie, redirect, with_session_cookie};
 use crate::accounts::{self, Actor};
 use crate::audit::Outcome;
+use crate::db::now;
 use crate::db::sessions::Stage;
 use crate::db::tokens::Purpose;
 use crate::db::users::{NewUser, Role, Status, User};
-use crate::db::now;
 use crate::ids::{Email, Username};
 use crate::mail::Category;
 use crate::web::AppState;
@@ -26,19 +26,36 @@ pub const INVITE_TTL: i64 = 72 * 3600;
 
 /// Count an authentication attempt from this source (AUTH-7, RES-2).
 fn throttle(state: &AppState, ctx: &Ctx) -> Result<(), WebError> {
-    state.auth.attempt_from(ctx.ip).map_err(WebError::TooManyRequests)
+    state
+        .auth
+        .attempt_from(ctx.ip)
+        .map_err(WebError::TooManyRequests)
 }
 
 /// The words a new password must not contain (AUTH-6).
 fn context_words<'a>(state: &'a AppState, username: &'a str, email: &'a str) -> Vec<&'a str> {
-    vec![username, email, state.config.product_name.as_str(), "palisade"]
+    vec![
+        username,
+        email,
+        state.config.product_name.as_str(),
+        "palisade",
+    ]
 }
 
-fn check_password(state: &AppState, typed: &str, username: &str, email: &str, has_mfa: bool) -> Result<Password, String> {
+fn check_password(
+    state: &AppState,
+    typed: &str,
+    username: &str,
+    email: &str,
+    has_mfa: bool,
+) -> Result<Password, String> {
     let password = Password::new(typed);
     password::check_policy(
         &password,
-        &PasswordContext { words: context_words(state, username, email), has_mfa },
+        &PasswordContext {
+            words: context_words(state, username, email),
+            has_mfa,
+        },
     )
     .map_err(|r| r.to_string())?;
     Ok(password)
@@ -62,7 +79,12 @@ pub struct SetupForm {
     password: String,
 }
 
-fn setup_page(state: &AppState, ctx: &Ctx, error: Option<String>, form: Option<&SetupForm>) -> Result<Response, WebError> {
+fn setup_page(
+    state: &AppState,
+    ctx: &Ctx,
+    error: Option<String>,
+    form: Option<&SetupForm>,
+) -> Result<Response, WebError> {
     let mut c = ctx.chrome(state, "Set up this hub");
     c.error = error;
     pages::render(FormPage {
@@ -90,7 +112,11 @@ pub async fn setup_form(State(state): State<AppState>, ctx: Ctx) -> Result<Respo
     setup_page(&state, &ctx, None, None)
 }
 
-pub async fn setup_submit(State(state): State<AppState>, ctx: Ctx, Form(form): Form<SetupForm>) -> Result<Response, WebError> {
+pub async fn setup_submit(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<SetupForm>,
+) -> Result<Response, WebError> {
     if state.db.active_admin_count().await? > 0 {
         return Err(WebError::NotFound);
     }
@@ -98,7 +124,15 @@ pub async fn setup_submit(State(state): State<AppState>, ctx: Ctx, Form(form): F
     let actor = Actor::anonymous(ctx.ip);
     let fail = |msg: String| setup_page(&state, &ctx, Some(msg), Some(&form));
     if !state.db.setup_code_valid(&form.code).await? {
-        accounts::audit(&state.db, &actor, "setup", "-", Outcome::Failure, "invalid or expired setup code").await?;
+        accounts::audit(
+            &state.db,
+            &actor,
+            "setup",
+            "-",
+            Outcome::Failure,
+            "invalid or expired setup code",
+        )
+        .await?;
         return fail("That setup code is not valid: it may be mistyped, used or expired. Run `palisade setup --new-code` on the hub for a new one.".into());
     }
     let username = match Username::parse(&form.username) {
@@ -109,7 +143,13 @@ pub async fn setup_submit(State(state): State<AppState>, ctx: Ctx, Form(form): F
         Ok(e) => e,
         Err(e) => return fail(e.to_string()),
     };
-    let password = match check_password(&state, &form.password, username.as_str(), email.as_str(), false) {
+    let password = match check_password(
+        &state,
+        &form.password,
+        username.as_str(),
+        email.as_str(),
+        false,
+    ) {
         Ok(p) => p,
         Err(msg) => return fail(msg),
     };
@@ -129,13 +169,34 @@ pub async fn setup_submit(State(state): State<AppState>, ctx: Ctx, Form(form): F
         })
         .await
         .map_err(WebError::Internal)?;
-    state.db.set_totp_pending(&user.id, Some(&TotpSecret::generate().to_base32())).await?;
-    accounts::audit(&state.db, &actor, "setup", username.as_str(), Outcome::Success, "first administrator created").await?;
+    state
+        .db
+        .set_totp_pending(&user.id, Some(&TotpSecret::generate().to_base32()))
+        .await?;
+    accounts::audit(
+        &state.db,
+        &actor,
+        "setup",
+        username.as_str(),
+        Outcome::Success,
+        "first administrator created",
+    )
+    .await?;
     let (token, _) = state
         .db
-        .create_session(&user.id, Stage::Enrol, state.auth.session_times, &ctx.ip.to_string(), &ctx.user_agent)
+        .create_session(
+            &user.id,
+            Stage::Enrol,
+            state.auth.session_times,
+            &ctx.ip.to_string(),
+            &ctx.user_agent,
+        )
         .await?;
-    Ok(with_session_cookie(redirect("/mfa/enrol"), &token, state.auth.session_times.idle_secs))
+    Ok(with_session_cookie(
+        redirect("/mfa/enrol"),
+        &token,
+        state.auth.session_times.idle_secs,
+    ))
 }
 
 // ---------------------------------------------------------------- sign-in
@@ -146,7 +207,13 @@ pub struct LoginForm {
     password: String,
 }
 
-fn login_page(state: &AppState, ctx: &Ctx, error: Option<String>, notice: Option<String>, username: &str) -> Result<Response, WebError> {
+fn login_page(
+    state: &AppState,
+    ctx: &Ctx,
+    error: Option<String>,
+    notice: Option<String>,
+    username: &str,
+) -> Result<Response, WebError> {
     let mut c = ctx.chrome(state, "Sign in");
     c.error = error;
     c.notice = notice;
@@ -159,7 +226,10 @@ fn login_page(state: &AppState, ctx: &Ctx, error: Option<String>, notice: Option
             Field::password("password", "Password", "current-password"),
         ],
         submit: "Sign in",
-        links: vec![("/recover", "Forgot your password?"), ("/signup", "Create an owner account")],
+        links: vec![
+            ("/recover", "Forgot your password?"),
+            ("/signup", "Create an owner account"),
+        ],
     })
 }
 
@@ -177,7 +247,9 @@ fn locked_message(until: i64, hard: bool) -> String {
         "This account is locked after too many failed attempts. Use the link we e-mailed (or \"Forgot your password?\"), or ask an administrator to unlock it.".into()
     } else {
         let wait = (until - now()).max(1);
-        format!("Too many failed attempts. Wait {wait} seconds before trying again, or reset your password.")
+        format!(
+            "Too many failed attempts. Wait {wait} seconds before trying again, or reset your password."
+        )
     }
 }
 
@@ -190,7 +262,11 @@ async fn end_current_session(state: &AppState, ctx: &Ctx) -> Result<(), WebError
     Ok(())
 }
 
-pub async fn login_submit(State(state): State<AppState>, ctx: Ctx, Form(form): Form<LoginForm>) -> Result<Response, WebError> {
+pub async fn login_submit(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, WebError> {
     throttle(&state, &ctx)?;
     let actor = Actor::anonymous(ctx.ip);
     let user = match Username::parse(&form.username) {
@@ -199,63 +275,191 @@ pub async fn login_submit(State(state): State<AppState>, ctx: Ctx, Form(form): F
     };
     let Some(user) = user else {
         // Same work as a real check, so timing does not reveal which accounts exist.
-        state.auth.verify(Password::new(&form.password), None).await?;
-        accounts::audit(&state.db, &actor, "login", "unknown account", Outcome::Failure, "no such user").await?;
-        return login_page(&state, &ctx, Some(BAD_CREDENTIALS.into()), None, &form.username);
+        state
+            .auth
+            .verify(Password::new(&form.password), None)
+            .await?;
+        accounts::audit(
+            &state.db,
+            &actor,
+            "login",
+            "unknown account",
+            Outcome::Failure,
+            "no such user",
+        )
+        .await?;
+        return login_page(
+            &state,
+            &ctx,
+            Some(BAD_CREDENTIALS.into()),
+            None,
+            &form.username,
+        );
     };
-    let actor = Actor { name: user.username.to_string(), source: ctx.ip.to_string() };
+    let actor = Actor {
+        name: user.username.to_string(),
+        source: ctx.ip.to_string(),
+    };
     if user.is_locked(now()) {
-        accounts::audit(&state.db, &actor, "login", user.username.as_str(), Outcome::Denied, "account locked").await?;
-        return login_page(&state, &ctx, Some(locked_message(user.locked_until, user.hard_locked)), None, &form.username);
+        accounts::audit(
+            &state.db,
+            &actor,
+            "login",
+            user.username.as_str(),
+            Outcome::Denied,
+            "account locked",
+        )
+        .await?;
+        return login_page(
+            &state,
+            &ctx,
+            Some(locked_message(user.locked_until, user.hard_locked)),
+            None,
+            &form.username,
+        );
     }
-    let ok = state.auth.verify(Password::new(&form.password), user.password_hash.clone()).await?;
+    let ok = state
+        .auth
+        .verify(Password::new(&form.password), user.password_hash.clone())
+        .await?;
     if !ok {
-        let (until, hard) = accounts::record_failure(&state.db, &actor, &user, "wrong password", &state.config.public_url).await?;
-        let message = if until > 0 || hard { locked_message(until, hard) } else { BAD_CREDENTIALS.into() };
+        let (until, hard) = accounts::record_failure(
+            &state.db,
+            &actor,
+            &user,
+            "wrong password",
+            &state.config.public_url,
+        )
+        .await?;
+        let message = if until > 0 || hard {
+            locked_message(until, hard)
+        } else {
+            BAD_CREDENTIALS.into()
+        };
         return login_page(&state, &ctx, Some(message), None, &form.username);
     }
     match user.status {
         Status::Active => {}
         Status::Pending => {
-            return login_page(&state, &ctx, Some("Confirm your e-mail address first: open the link we sent you.".into()), None, &form.username);
+            return login_page(
+                &state,
+                &ctx,
+                Some("Confirm your e-mail address first: open the link we sent you.".into()),
+                None,
+                &form.username,
+            );
         }
         Status::Disabled => {
-            accounts::audit(&state.db, &actor, "login", user.username.as_str(), Outcome::Denied, "account disabled").await?;
-            return login_page(&state, &ctx, Some("This account is disabled. Ask an administrator.".into()), None, &form.username);
+            accounts::audit(
+                &state.db,
+                &actor,
+                "login",
+                user.username.as_str(),
+                Outcome::Denied,
+                "account disabled",
+            )
+            .await?;
+            return login_page(
+                &state,
+                &ctx,
+                Some("This account is disabled. Ask an administrator.".into()),
+                None,
+                &form.username,
+            );
         }
     }
     end_current_session(&state, &ctx).await?;
     let times = state.auth.session_times;
     if user.has_mfa() {
-        let (token, _) = state.db.create_session(&user.id, Stage::Mfa, times, &ctx.ip.to_string(), &ctx.user_agent).await?;
-        return Ok(with_session_cookie(redirect("/login/mfa"), &token, times.idle_secs));
+        let (token, _) = state
+            .db
+            .create_session(
+                &user.id,
+                Stage::Mfa,
+                times,
+                &ctx.ip.to_string(),
+                &ctx.user_agent,
+            )
+            .await?;
+        return Ok(with_session_cookie(
+            redirect("/login/mfa"),
+            &token,
+            times.idle_secs,
+        ));
     }
     if user.role.requires_mfa() {
         if user.totp_pending.is_none() {
-            state.db.set_totp_pending(&user.id, Some(&TotpSecret::generate().to_base32())).await?;
+            state
+                .db
+                .set_totp_pending(&user.id, Some(&TotpSecret::generate().to_base32()))
+                .await?;
         }
-        let (token, _) = state.db.create_session(&user.id, Stage::Enrol, times, &ctx.ip.to_string(), &ctx.user_agent).await?;
-        return Ok(with_session_cookie(redirect("/mfa/enrol"), &token, times.idle_secs));
+        let (token, _) = state
+            .db
+            .create_session(
+                &user.id,
+                Stage::Enrol,
+                times,
+                &ctx.ip.to_string(),
+                &ctx.user_agent,
+            )
+            .await?;
+        return Ok(with_session_cookie(
+            redirect("/mfa/enrol"),
+            &token,
+            times.idle_secs,
+        ));
     }
     complete_sign_in(&state, &ctx, &user, "password").await
 }
 
 /// Issue the full session after every factor passed.
-pub(super) async fn complete_sign_in(state: &AppState, ctx: &Ctx, user: &User, factors: &str) -> Result<Response, WebError> {
+pub(super) async fn complete_sign_in(
+    state: &AppState,
+    ctx: &Ctx,
+    user: &User,
+    factors: &str,
+) -> Result<Response, WebError> {
     end_current_session(state, ctx).await?;
     let times = state.auth.session_times;
-    let (token, _) = state.db.create_session(&user.id, Stage::Full, times, &ctx.ip.to_string(), &ctx.user_agent).await?;
+    let (token, _) = state
+        .db
+        .create_session(
+            &user.id,
+            Stage::Full,
+            times,
+            &ctx.ip.to_string(),
+            &ctx.user_agent,
+        )
+        .await?;
     state.db.record_login(&user.id).await?;
     let actor = Actor::user(user, ctx.ip);
-    accounts::audit(&state.db, &actor, "login", user.username.as_str(), Outcome::Success, factors).await?;
+    accounts::audit(
+        &state.db,
+        &actor,
+        "login",
+        user.username.as_str(),
+        Outcome::Success,
+        factors,
+    )
+    .await?;
     accounts::notify(
         &state.db,
         user,
         "New sign-in to your account",
-        &format!("Someone signed in to your account from {} ({}) at {}.", ctx.ip, ctx.user_agent.chars().take(80).collect::<String>(), pages::fmt_time(now())),
+        &format!(
+            "Someone signed in to your account from {} ({}) at {}.",
+            ctx.ip,
+            ctx.user_agent.chars().take(80).collect::<String>(),
+            pages::fmt_time(now())
+        ),
     )
     .await?;
-    Ok(with_session_cookie(redirect("/"), &token, times.absolute_secs))
+    Ok(with_session_cookie(
+        redirect("/"),
+        &token,
+        times.absolute_secs,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -268,7 +472,10 @@ fn mfa_page(state: &AppState, ctx: &Ctx, error: Option<String>) -> Result<Respon
     c.error = error;
     pages::render(FormPage {
         c,
-        intro: vec!["Enter the six-digit code from your authenticator app, or one of your recovery codes.".into()],
+        intro: vec![
+            "Enter the six-digit code from your authenticator app, or one of your recovery codes."
+                .into(),
+        ],
         action: "/login/mfa",
         fields: vec![Field::text("code", "Code", "one-time-code")],
         submit: "Verify",
@@ -281,7 +488,11 @@ pub async fn mfa_form(State(state): State<AppState>, ctx: Ctx) -> Result<Respons
 }
 
 /// Check a TOTP code (refusing replays) or use up a recovery code.
-pub(super) async fn check_second_factor(state: &AppState, user: &User, code: &str) -> Result<Option<&'static str>, WebError> {
+pub(super) async fn check_second_factor(
+    state: &AppState,
+    user: &User,
+    code: &str,
+) -> Result<Option<&'static str>, WebError> {
     let digits: String = code.chars().filter(|c| !c.is_whitespace()).collect();
     if digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit()) {
         let Some(secret) = user.totp_secret.as_deref().and_then(decode_secret) else {
@@ -290,10 +501,18 @@ pub(super) async fn check_second_factor(state: &AppState, user: &User, code: &st
         let Some(step) = secret.verify(&digits, now().max(0) as u64) else {
             return Ok(None);
         };
-        return Ok(state.db.accept_totp_step(&user.id, step as i64).await?.then_some("password+totp"));
+        return Ok(state
+            .db
+            .accept_totp_step(&user.id, step as i64)
+            .await?
+            .then_some("password+totp"));
     }
     let digest = palisade_crypto::token::digest(&palisade_crypto::token::normalize_code(code));
-    Ok(state.db.use_recovery_code(&user.id, &digest).await?.then_some("password+recovery code"))
+    Ok(state
+        .db
+        .use_recovery_code(&user.id, &digest)
+        .await?
+        .then_some("password+recovery code"))
 }
 
 pub(super) fn decode_secret(base32: &str) -> Option<TotpSecret> {
@@ -303,21 +522,44 @@ pub(super) fn decode_secret(base32: &str) -> Option<TotpSecret> {
         .and_then(|b| TotpSecret::from_bytes(b).ok())
 }
 
-pub async fn mfa_submit(State(state): State<AppState>, ctx: Ctx, Form(form): Form<CodeForm>) -> Result<Response, WebError> {
+pub async fn mfa_submit(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<CodeForm>,
+) -> Result<Response, WebError> {
     throttle(&state, &ctx)?;
     let user = ctx.me()?.user.clone();
     let actor = Actor::user(&user, ctx.ip);
     if user.is_locked(now()) {
         end_current_session(&state, &ctx).await?;
-        return Ok(clear_session_cookie(login_page(&state, &ctx, Some(locked_message(user.locked_until, user.hard_locked)), None, "")?));
+        return Ok(clear_session_cookie(login_page(
+            &state,
+            &ctx,
+            Some(locked_message(user.locked_until, user.hard_locked)),
+            None,
+            "",
+        )?));
     }
     match check_second_factor(&state, &user, &form.code).await? {
         Some(factors) => complete_sign_in(&state, &ctx, &user, factors).await,
         None => {
-            let (until, hard) = accounts::record_failure(&state.db, &actor, &user, "wrong or reused second-factor code", &state.config.public_url).await?;
+            let (until, hard) = accounts::record_failure(
+                &state.db,
+                &actor,
+                &user,
+                "wrong or reused second-factor code",
+                &state.config.public_url,
+            )
+            .await?;
             if until > 0 || hard {
                 end_current_session(&state, &ctx).await?;
-                return Ok(clear_session_cookie(login_page(&state, &ctx, Some(locked_message(until, hard)), None, "")?));
+                return Ok(clear_session_cookie(login_page(
+                    &state,
+                    &ctx,
+                    Some(locked_message(until, hard)),
+                    None,
+                    "",
+                )?));
             }
             mfa_page(&state, &ctx, Some("That code is not valid. Codes work once; wait for the next one if you just used this one.".into()))
         }
@@ -327,7 +569,15 @@ pub async fn mfa_submit(State(state): State<AppState>, ctx: Ctx, Form(form): For
 pub async fn logout(State(state): State<AppState>, ctx: Ctx) -> Result<Response, WebError> {
     if let Some(p) = &ctx.principal {
         end_current_session(&state, &ctx).await?;
-        accounts::audit(&state.db, &Actor::user(&p.user, ctx.ip), "logout", p.user.username.as_str(), Outcome::Success, "").await?;
+        accounts::audit(
+            &state.db,
+            &Actor::user(&p.user, ctx.ip),
+            "logout",
+            p.user.username.as_str(),
+            Outcome::Success,
+            "",
+        )
+        .await?;
     }
     Ok(clear_session_cookie(redirect("/login")))
 }
@@ -341,7 +591,12 @@ pub struct SignupForm {
     password: String,
 }
 
-fn signup_page(state: &AppState, ctx: &Ctx, error: Option<String>, form: Option<&SignupForm>) -> Result<Response, WebError> {
+fn signup_page(
+    state: &AppState,
+    ctx: &Ctx,
+    error: Option<String>,
+    form: Option<&SignupForm>,
+) -> Result<Response, WebError> {
     let mut c = ctx.chrome(state, "Create an owner account");
     c.error = error;
     pages::render(FormPage {
@@ -365,12 +620,18 @@ pub async fn signup_form(State(state): State<AppState>, ctx: Ctx) -> Result<Resp
 fn check_email_page(state: &AppState, ctx: &Ctx, email: &str) -> Result<Response, WebError> {
     pages::render(MessagePage {
         c: ctx.chrome(state, "Check your e-mail"),
-        paragraphs: vec![format!("If {email} can receive mail, a message with a confirmation link is on its way. The link works once, for 24 hours.")],
+        paragraphs: vec![format!(
+            "If {email} can receive mail, a message with a confirmation link is on its way. The link works once, for 24 hours."
+        )],
         links: vec![("/login", "Sign in")],
     })
 }
 
-pub async fn signup_submit(State(state): State<AppState>, ctx: Ctx, Form(form): Form<SignupForm>) -> Result<Response, WebError> {
+pub async fn signup_submit(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<SignupForm>,
+) -> Result<Response, WebError> {
     throttle(&state, &ctx)?;
     let fail = |msg: String| signup_page(&state, &ctx, Some(msg), Some(&form));
     let username = match Username::parse(&form.username) {
@@ -381,7 +642,13 @@ pub async fn signup_submit(State(state): State<AppState>, ctx: Ctx, Form(form): 
         Ok(e) => e,
         Err(e) => return fail(e.to_string()),
     };
-    let password = match check_password(&state, &form.password, username.as_str(), email.as_str(), false) {
+    let password = match check_password(
+        &state,
+        &form.password,
+        username.as_str(),
+        email.as_str(),
+        false,
+    ) {
         Ok(p) => p,
         Err(msg) => return fail(msg),
     };
@@ -396,14 +663,23 @@ pub async fn signup_submit(State(state): State<AppState>, ctx: Ctx, Form(form): 
     let hash = state.auth.hash(password).await?;
     let user = match state
         .db
-        .insert_user(NewUser { username: &username, email: &email, role: Role::Owner, status: Status::Pending, password_hash: Some(&hash) })
+        .insert_user(NewUser {
+            username: &username,
+            email: &email,
+            role: Role::Owner,
+            status: Status::Pending,
+            password_hash: Some(&hash),
+        })
         .await
     {
         Ok(u) => u,
         Err(crate::error::Error::Conflict(msg)) => return fail(msg),
         Err(e) => return Err(e.into()),
     };
-    let token = state.db.create_one_time_token(&user.id, Purpose::VerifyEmail, VERIFY_TTL).await?;
+    let token = state
+        .db
+        .create_one_time_token(&user.id, Purpose::VerifyEmail, VERIFY_TTL)
+        .await?;
     state
         .db
         .enqueue_mail(
@@ -413,7 +689,15 @@ pub async fn signup_submit(State(state): State<AppState>, ctx: Ctx, Form(form): 
             Category::Account,
         )
         .await?;
-    accounts::audit(&state.db, &Actor::anonymous(ctx.ip), "signup", username.as_str(), Outcome::Success, "owner account pending verification").await?;
+    accounts::audit(
+        &state.db,
+        &Actor::anonymous(ctx.ip),
+        "signup",
+        username.as_str(),
+        Outcome::Success,
+        "owner account pending verification",
+    )
+    .await?;
     check_email_page(&state, &ctx, email.as_str())
 }
 
@@ -425,7 +709,15 @@ pub struct TokenQuery {
 
 /// Links in e-mails only show a confirmation form (no state change on GET, and mail
 /// scanners that prefetch links cannot use them up).
-fn token_confirm_page(state: &AppState, ctx: &Ctx, title: &str, intro: &str, action: &'static str, token: &str, submit: &'static str) -> Result<Response, WebError> {
+fn token_confirm_page(
+    state: &AppState,
+    ctx: &Ctx,
+    title: &str,
+    intro: &str,
+    action: &'static str,
+    token: &str,
+    submit: &'static str,
+) -> Result<Response, WebError> {
     pages::render(FormPage {
         c: ctx.chrome(state, title),
         intro: vec![intro.to_owned()],
@@ -437,18 +729,33 @@ fn token_confirm_page(state: &AppState, ctx: &Ctx, title: &str, intro: &str, act
 }
 
 fn plausible(token: &str) -> bool {
-    (20..=100).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    (20..=100).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn link_invalid() -> WebError {
     WebError::BadRequest("This link is not valid: it may have expired or been used already.".into())
 }
 
-pub async fn verify_form(State(state): State<AppState>, ctx: Ctx, Query(q): Query<TokenQuery>) -> Result<Response, WebError> {
+pub async fn verify_form(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Query(q): Query<TokenQuery>,
+) -> Result<Response, WebError> {
     if !plausible(&q.token) {
         return Err(link_invalid());
     }
-    token_confirm_page(&state, &ctx, "Confirm your e-mail address", "Confirm that this address is yours to activate your account.", "/verify-email", &q.token, "Confirm")
+    token_confirm_page(
+        &state,
+        &ctx,
+        "Confirm your e-mail address",
+        "Confirm that this address is yours to activate your account.",
+        "/verify-email",
+        &q.token,
+        "Confirm",
+    )
 }
 
 #[derive(Deserialize)]
@@ -456,20 +763,42 @@ pub struct TokenForm {
     token: String,
 }
 
-pub async fn verify_submit(State(state): State<AppState>, ctx: Ctx, Form(form): Form<TokenForm>) -> Result<Response, WebError> {
+pub async fn verify_submit(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<TokenForm>,
+) -> Result<Response, WebError> {
     throttle(&state, &ctx)?;
     if !plausible(&form.token) {
         return Err(link_invalid());
     }
-    let Some(user_id) = state.db.one_time_token_user(&form.token, Purpose::VerifyEmail, true).await? else {
+    let Some(user_id) = state
+        .db
+        .one_time_token_user(&form.token, Purpose::VerifyEmail, true)
+        .await?
+    else {
         return Err(link_invalid());
     };
     let user = state.db.user(&user_id).await?.ok_or_else(link_invalid)?;
     if user.status == Status::Pending {
         state.db.set_status(&user.id, Status::Active).await?;
     }
-    accounts::audit(&state.db, &Actor::user(&user, ctx.ip), "email.verify", user.username.as_str(), Outcome::Success, "").await?;
-    login_page(&state, &ctx, None, Some("Your e-mail address is confirmed. Sign in.".into()), user.username.as_str())
+    accounts::audit(
+        &state.db,
+        &Actor::user(&user, ctx.ip),
+        "email.verify",
+        user.username.as_str(),
+        Outcome::Success,
+        "",
+    )
+    .await?;
+    login_page(
+        &state,
+        &ctx,
+        None,
+        Some("Your e-mail address is confirmed. Sign in.".into()),
+        user.username.as_str(),
+    )
 }
 
 // ---------------------------------------------------------------- recovery
@@ -490,13 +819,20 @@ pub async fn recover_form(State(state): State<AppState>, ctx: Ctx) -> Result<Res
     })
 }
 
-pub async fn recover_submit(State(state): State<AppState>, ctx: Ctx, Form(form): Form<RecoverForm>) -> Result<Response, WebError> {
+pub async fn recover_submit(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<RecoverForm>,
+) -> Result<Response, WebError> {
     throttle(&state, &ctx)?;
     if let Ok(email) = Email::parse(&form.email)
         && let Some(user) = state.db.user_by_email(&email).await?
         && user.status != Status::Disabled
     {
-        let token = state.db.create_one_time_token(&user.id, Purpose::ResetPassword, RESET_TTL).await?;
+        let token = state
+            .db
+            .create_one_time_token(&user.id, Purpose::ResetPassword, RESET_TTL)
+            .await?;
         state
             .db
             .enqueue_mail(
@@ -506,11 +842,21 @@ pub async fn recover_submit(State(state): State<AppState>, ctx: Ctx, Form(form):
                 Category::Account,
             )
             .await?;
-        accounts::audit(&state.db, &Actor::anonymous(ctx.ip), "password.reset_requested", user.username.as_str(), Outcome::Success, "").await?;
+        accounts::audit(
+            &state.db,
+            &Actor::anonymous(ctx.ip),
+            "password.reset_requested",
+            user.username.as_str(),
+            Outcome::Success,
+            "",
+        )
+        .await?;
     }
     pages::render(MessagePage {
         c: ctx.chrome(&state, "Check your e-mail"),
-        paragraphs: vec!["If an account uses that address, a message with a reset link is on its way.".into()],
+        paragraphs: vec![
+            "If an account uses that address, a message with a reset link is on its way.".into(),
+        ],
         links: vec![("/login", "Sign in")],
     })
 }
@@ -521,83 +867,215 @@ pub struct NewPasswordForm {
     password: String,
 }
 
-fn new_password_page(state: &AppState, ctx: &Ctx, title: &str, action: &'static str, token: &str, error: Option<String>) -> Result<Response, WebError> {
+fn new_password_page(
+    state: &AppState,
+    ctx: &Ctx,
+    title: &str,
+    action: &'static str,
+    token: &str,
+    error: Option<String>,
+) -> Result<Response, WebError> {
     let mut c = ctx.chrome(state, title);
     c.error = error;
     pages::render(FormPage {
         c,
         intro: vec![],
         action,
-        fields: vec![Field::hidden("token", token), Field::password("password", "New password", "new-password").hint(password_hint())],
+        fields: vec![
+            Field::hidden("token", token),
+            Field::password("password", "New password", "new-password").hint(password_hint()),
+        ],
         submit: "Save password",
         links: vec![],
     })
 }
 
-pub async fn reset_form(State(state): State<AppState>, ctx: Ctx, Query(q): Query<TokenQuery>) -> Result<Response, WebError> {
+pub async fn reset_form(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Query(q): Query<TokenQuery>,
+) -> Result<Response, WebError> {
     if !plausible(&q.token) {
         return Err(link_invalid());
     }
-    new_password_page(&state, &ctx, "Choose a new password", "/recover/reset", &q.token, None)
+    new_password_page(
+        &state,
+        &ctx,
+        "Choose a new password",
+        "/recover/reset",
+        &q.token,
+        None,
+    )
 }
 
-pub async fn reset_submit(State(state): State<AppState>, ctx: Ctx, Form(form): Form<NewPasswordForm>) -> Result<Response, WebError> {
+pub async fn reset_submit(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<NewPasswordForm>,
+) -> Result<Response, WebError> {
     throttle(&state, &ctx)?;
     if !plausible(&form.token) {
         return Err(link_invalid());
     }
-    let user_id = state.db.one_time_token_user(&form.token, Purpose::ResetPassword, false).await?.ok_or_else(link_invalid)?;
+    let user_id = state
+        .db
+        .one_time_token_user(&form.token, Purpose::ResetPassword, false)
+        .await?
+        .ok_or_else(link_invalid)?;
     let user = state.db.user(&user_id).await?.ok_or_else(link_invalid)?;
-    let password = match check_password(&state, &form.password, user.username.as_str(), user.email.as_str(), user.has_mfa()) {
+    let password = match check_password(
+        &state,
+        &form.password,
+        user.username.as_str(),
+        user.email.as_str(),
+        user.has_mfa(),
+    ) {
         Ok(p) => p,
-        Err(msg) => return new_password_page(&state, &ctx, "Choose a new password", "/recover/reset", &form.token, Some(msg)),
+        Err(msg) => {
+            return new_password_page(
+                &state,
+                &ctx,
+                "Choose a new password",
+                "/recover/reset",
+                &form.token,
+                Some(msg),
+            );
+        }
     };
     let hash = state.auth.hash(password).await?;
-    if state.db.one_time_token_user(&form.token, Purpose::ResetPassword, true).await?.is_none() {
+    if state
+        .db
+        .one_time_token_user(&form.token, Purpose::ResetPassword, true)
+        .await?
+        .is_none()
+    {
         return Err(link_invalid());
     }
     state.db.set_password_hash(&user.id, &hash).await?;
     state.db.clear_failures(&user.id).await?;
     state.db.delete_user_sessions(&user.id, None).await?;
     let actor = Actor::user(&user, ctx.ip);
-    accounts::audit(&state.db, &actor, "password.reset", user.username.as_str(), Outcome::Success, "via e-mailed link; sessions ended, lock cleared").await?;
-    accounts::notify(&state.db, &user, "Your password was changed", "Your password was reset with an e-mailed link, and every session was signed out.").await?;
-    login_page(&state, &ctx, None, Some("Your password is changed. Sign in with it.".into()), user.username.as_str())
+    accounts::audit(
+        &state.db,
+        &actor,
+        "password.reset",
+        user.username.as_str(),
+        Outcome::Success,
+        "via e-mailed link; sessions ended, lock cleared",
+    )
+    .await?;
+    accounts::notify(
+        &state.db,
+        &user,
+        "Your password was changed",
+        "Your password was reset with an e-mailed link, and every session was signed out.",
+    )
+    .await?;
+    login_page(
+        &state,
+        &ctx,
+        None,
+        Some("Your password is changed. Sign in with it.".into()),
+        user.username.as_str(),
+    )
 }
 
 // ---------------------------------------------------------------- invitations
 
-pub async fn invite_form(State(state): State<AppState>, ctx: Ctx, Query(q): Query<TokenQuery>) -> Result<Response, WebError> {
+pub async fn invite_form(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Query(q): Query<TokenQuery>,
+) -> Result<Response, WebError> {
     if !plausible(&q.token) {
         return Err(link_invalid());
     }
-    new_password_page(&state, &ctx, "Accept your invitation", "/invite", &q.token, None)
+    new_password_page(
+        &state,
+        &ctx,
+        "Accept your invitation",
+        "/invite",
+        &q.token,
+        None,
+    )
 }
 
-pub async fn invite_submit(State(state): State<AppState>, ctx: Ctx, Form(form): Form<NewPasswordForm>) -> Result<Response, WebError> {
+pub async fn invite_submit(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<NewPasswordForm>,
+) -> Result<Response, WebError> {
     throttle(&state, &ctx)?;
     if !plausible(&form.token) {
         return Err(link_invalid());
     }
-    let user_id = state.db.one_time_token_user(&form.token, Purpose::Invite, false).await?.ok_or_else(link_invalid)?;
+    let user_id = state
+        .db
+        .one_time_token_user(&form.token, Purpose::Invite, false)
+        .await?
+        .ok_or_else(link_invalid)?;
     let user = state.db.user(&user_id).await?.ok_or_else(link_invalid)?;
-    let password = match check_password(&state, &form.password, user.username.as_str(), user.email.as_str(), false) {
+    let password = match check_password(
+        &state,
+        &form.password,
+        user.username.as_str(),
+        user.email.as_str(),
+        false,
+    ) {
         Ok(p) => p,
-        Err(msg) => return new_password_page(&state, &ctx, "Accept your invitation", "/invite", &form.token, Some(msg)),
+        Err(msg) => {
+            return new_password_page(
+                &state,
+                &ctx,
+                "Accept your invitation",
+                "/invite",
+                &form.token,
+                Some(msg),
+            );
+        }
     };
     let hash = state.auth.hash(password).await?;
-    if state.db.one_time_token_user(&form.token, Purpose::Invite, true).await?.is_none() {
+    if state
+        .db
+        .one_time_token_user(&form.token, Purpose::Invite, true)
+        .await?
+        .is_none()
+    {
         return Err(link_invalid());
     }
     state.db.set_password_hash(&user.id, &hash).await?;
     state.db.set_status(&user.id, Status::Active).await?;
-    accounts::audit(&state.db, &Actor::user(&user, ctx.ip), "invite.accept", user.username.as_str(), Outcome::Success, user.role.as_str()).await?;
+    accounts::audit(
+        &state.db,
+        &Actor::user(&user, ctx.ip),
+        "invite.accept",
+        user.username.as_str(),
+        Outcome::Success,
+        user.role.as_str(),
+    )
+    .await?;
     if user.role.requires_mfa() {
-        state.db.set_totp_pending(&user.id, Some(&TotpSecret::generate().to_base32())).await?;
+        state
+            .db
+            .set_totp_pending(&user.id, Some(&TotpSecret::generate().to_base32()))
+            .await?;
         end_current_session(&state, &ctx).await?;
         let times = state.auth.session_times;
-        let (token, _) = state.db.create_session(&user.id, Stage::Enrol, times, &ctx.ip.to_string(), &ctx.user_agent).await?;
-        return Ok(with_session_cookie(redirect("/mfa/enrol"), &token, times.idle_secs));
+        let (token, _) = state
+            .db
+            .create_session(
+                &user.id,
+                Stage::Enrol,
+                times,
+                &ctx.ip.to_string(),
+                &ctx.user_agent,
+            )
+            .await?;
+        return Ok(with_session_cookie(
+            redirect("/mfa/enrol"),
+            &token,
+            times.idle_secs,
+        ));
     }
     complete_sign_in(&state, &ctx, &user, "invitation").await
 }
