@@ -31,6 +31,7 @@ pub async fn enrol_form(State(state): State<AppState>, ctx: Ctx) -> Result<Respo
     pages::render(EnrolPage {
         c: ctx.chrome(&state, "Set up two-factor authentication"),
         required: me.user.role.requires_mfa(),
+        qr_svg: pages::qr_svg(&secret.provisioning_uri(&state.config.product_name, me.user.username.as_str())),
         uri: secret.provisioning_uri(&state.config.product_name, me.user.username.as_str()),
         secret: secret.to_base32(),
     })
@@ -70,6 +71,7 @@ pub async fn enrol_submit(
         return pages::render(EnrolPage {
             c,
             required: me.user.role.requires_mfa(),
+            qr_svg: pages::qr_svg(&secret.provisioning_uri(&state.config.product_name, me.user.username.as_str())),
             uri: secret.provisioning_uri(&state.config.product_name, me.user.username.as_str()),
             secret: secret.to_base32(),
         });
