@@ -183,6 +183,30 @@ pub async fn set_role(db: &Db, actor: &Actor, user: &User, role: Role) -> Result
     .await
 }
 
+/// Remove an account's second factor (lost authenticator and recovery codes), after
+/// the holder's identity was checked out of band. Their sessions end; administrators
+/// must enrol again at their next sign-in.
+pub async fn reset_mfa(db: &Db, actor: &Actor, user: &User) -> Result<()> {
+    db.clear_totp(&user.id).await?;
+    db.delete_user_sessions(&user.id, None).await?;
+    audit(
+        db,
+        actor,
+        "mfa.reset",
+        user.username.as_str(),
+        Outcome::Success,
+        "second factor removed by an administrator",
+    )
+    .await?;
+    notify(
+        db,
+        user,
+        "Two-factor authentication was reset",
+        "An administrator removed the two-factor authentication of your account. Set it up again from your account page (administrators are asked at their next sign-in).",
+    )
+    .await
+}
+
 /// Record a failed sign-in step and apply the lockout policy. Returns the lock state.
 pub async fn record_failure(
     db: &Db,

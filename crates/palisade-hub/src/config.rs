@@ -47,6 +47,56 @@ impl Default for Limits {
     }
 }
 
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (port 587); refused if the server cannot.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: allowed only to a relay on this machine (loopback).
+    None,
+}
+
+/// `[smtp]` as written in the file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpFile {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub security: Option<SmtpSecurity>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub from: Option<String>,
+    /// Extra CA certificate (PEM) for a relay with a private certificate.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A validated SMTP relay. The password never appears in `Debug` output.
+#[derive(Clone)]
+pub struct Smtp {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub credentials: Option<(String, String)>,
+    pub from: String,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Smtp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Smtp")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("username", &self.credentials.as_ref().map(|c| &c.0))
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The configuration file as written (every key optional).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -61,6 +111,7 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub product_name: Option<String>,
     pub limits: Option<Limits>,
+    pub smtp: Option<SmtpFile>,
 }
 
 /// Values given on the command line (they win over file and environment).
@@ -128,6 +179,8 @@ pub struct Config {
     /// Product name, used as the TOTP issuer and as a password context word.
     pub product_name: String,
     pub limits: Limits,
+    /// Outgoing mail relay; without one, mail is written to `DATA_DIR/mail/`.
+    pub smtp: Option<Smtp>,
 }
 
 /// One thing wrong with the configuration.
@@ -230,8 +283,16 @@ impl Config {
             overrides.public_url.clone(),
             "PALISADE_PUBLIC_URL",
             file.public_url.clone(),
-        )
-        .unwrap_or_else(|| format!("https://{listen}"));
+        );
+        if public_url.is_none() && listen.ip().is_unspecified() {
+            problems.push(Problem {
+                key: "public_url",
+                message: format!(
+                    "listening on {listen} (all addresses): set public_url to the https:// address clients use, for links in e-mails"
+                ),
+            });
+        }
+        let public_url = public_url.unwrap_or_else(|| format!("https://{listen}"));
         if !public_url.starts_with("https://") {
             problems.push(Problem {
                 key: "public_url",
@@ -296,6 +357,11 @@ impl Config {
             .clone()
             .unwrap_or_else(|| "Palisade".into());
 
+        let smtp = file
+            .smtp
+            .as_ref()
+            .and_then(|smtp| check_smtp(smtp, env, &mut problems));
+
         if problems.is_empty() {
             Ok(Config {
                 data_dir,
@@ -307,6 +373,7 @@ impl Config {
                 tls_key,
                 product_name,
                 limits,
+                smtp,
             })
         } else {
             Err(problems)
@@ -326,6 +393,7 @@ impl Config {
             tls_key: None,
             product_name: "Palisade".into(),
             limits: Limits::default(),
+            smtp: None,
         }
     }
 
@@ -357,21 +425,108 @@ fn world_readable(path: &Path) -> Option<String> {
     })
 }
 
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn check_smtp(
+    smtp: &SmtpFile,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) -> Option<Smtp> {
+    let mut bad = |message: String| {
+        problems.push(Problem {
+            key: "smtp",
+            message,
+        })
+    };
+    let Some(host) = smtp.host.clone().filter(|h| !h.is_empty()) else {
+        bad("host is missing".into());
+        return None;
+    };
+    let security = smtp.security.unwrap_or_default();
+    if security == SmtpSecurity::None && !is_loopback_host(&host) {
+        bad(format!(
+            "security = \"none\" sends mail unencrypted; it is allowed only to a relay on this machine, not {host:?}"
+        ));
+    }
+    let from = smtp.from.clone().unwrap_or_default();
+    if from.parse::<lettre::message::Mailbox>().is_err() {
+        bad(format!(
+            "from = {from:?} is not a mailbox such as \"Palisade <hub@example.com>\""
+        ));
+    }
+    let password = match (&smtp.password_file, env("PALISADE_SMTP_PASSWORD")) {
+        (_, Some(p)) => Some(p),
+        (Some(path), None) => match read_secret_file(path) {
+            Ok(p) => Some(p),
+            Err(message) => {
+                bad(format!("password_file: {message}"));
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    let credentials = match (smtp.username.clone(), password) {
+        (Some(user), Some(pass)) => Some((user, pass)),
+        (None, None) => None,
+        (Some(_), None) => {
+            bad("username is set but no password (password_file or PALISADE_SMTP_PASSWORD)".into());
+            None
+        }
+        (None, Some(_)) => {
+            bad("a password is given but no username".into());
+            None
+        }
+    };
+    if credentials.is_some() && security == SmtpSecurity::None {
+        bad("a password is never sent over an unencrypted connection: use starttls or tls".into());
+    }
+    if let Some(ca) = &smtp.ca_file
+        && !ca.is_file()
+    {
+        bad(format!("ca_file {} does not exist", ca.display()));
+    }
+    let port = smtp.port.unwrap_or(match security {
+        SmtpSecurity::Tls => 465,
+        SmtpSecurity::Starttls => 587,
+        SmtpSecurity::None => 25,
+    });
+    Some(Smtp {
+        host,
+        port,
+        security,
+        credentials,
+        from,
+        ca_file: smtp.ca_file.clone(),
+    })
+}
+
 fn check_database_url(url: &str, problems: &mut Vec<Problem>) {
     let lower = url.to_ascii_lowercase();
     if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-        let host = url
+        let authority = url
             .split("://")
             .nth(1)
-            .map(|rest| rest.rsplit_once('@').map_or(rest, |(_, h)| h))
-            .and_then(|h| h.split(['/', '?', ':']).next())
+            .map(|rest| rest.split(['/', '?']).next().unwrap_or(""))
+            .map(|a| a.rsplit_once('@').map_or(a, |(_, h)| h))
             .unwrap_or("");
-        let local = host.is_empty()
-            || host == "localhost"
-            || host.starts_with("127.")
-            || host == "[::1]"
-            || host.starts_with("%2F")
-            || host.starts_with('/');
+        let host = if authority.starts_with('[') {
+            authority
+                .split(']')
+                .next()
+                .map(|h| format!("{h}]"))
+                .unwrap_or_default()
+        } else {
+            authority.split(':').next().unwrap_or("").to_owned()
+        };
+        let host = host.as_str();
+        let local = host.is_empty() || is_loopback_host(host) || host.starts_with("%2F");
         let encrypted = lower.contains("sslmode=require") || lower.contains("sslmode=verify");
         if !(local || encrypted) {
             problems.push(Problem {
@@ -493,6 +648,67 @@ mod tests {
         assert!(keys.contains(&"database_url"), "{problems:?}");
         let text = format!("{problems:?}");
         assert!(!text.contains("secretpw"), "secrets never printed: {text}");
+    }
+
+    #[test]
+    fn smtp_fails_closed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("palisade.toml");
+        std::fs::write(
+            &file,
+            "[smtp]\nhost = \"mail.example.com\"\nsecurity = \"none\"\nusername = \"hub\"\nfrom = \"not a mailbox\"\n",
+        )
+        .expect("write");
+        let overrides = Overrides {
+            config_file: Some(file.clone()),
+            ..Overrides::default()
+        };
+        let env = |k: &str| (k == "PALISADE_SMTP_PASSWORD").then(|| "s3cret-smtp".to_owned());
+        let problems = Config::load(&overrides, &env).expect_err("unsafe smtp refused");
+        let text = format!("{problems:?}");
+        assert!(text.contains("unencrypted"), "{text}");
+        assert!(text.contains("not a mailbox"), "{text}");
+        assert!(text.contains("never sent over an unencrypted"), "{text}");
+        assert!(!text.contains("s3cret-smtp"), "{text}");
+        std::fs::write(
+            &file,
+            "[smtp]\nhost = \"127.0.0.1\"\nport = 2525\nsecurity = \"none\"\nfrom = \"Hub <hub@example.org>\"\n",
+        )
+        .expect("write");
+        let config = Config::load(&overrides, &no_env).expect("loopback relay allowed");
+        let smtp = config.smtp.expect("smtp");
+        assert_eq!((smtp.host.as_str(), smtp.port), ("127.0.0.1", 2525));
+    }
+
+    #[test]
+    fn local_postgres_needs_no_tls_but_remote_does() {
+        for (url, ok) in [
+            ("postgres://u@127.0.0.1:5432/p", true),
+            ("postgres://u@[::1]:5432/p", true),
+            ("postgres://u@localhost/p", true),
+            ("postgres://u@db.example.com/p", false),
+            ("postgres://u@db.example.com/p?sslmode=verify-full", true),
+        ] {
+            let overrides = Overrides {
+                database_url: Some(url.into()),
+                ..Overrides::default()
+            };
+            assert_eq!(Config::load(&overrides, &no_env).is_ok(), ok, "{url}");
+        }
+    }
+
+    #[test]
+    fn listening_everywhere_needs_a_public_url() {
+        let overrides = Overrides {
+            listen: Some("0.0.0.0:8443".into()),
+            ..Overrides::default()
+        };
+        assert!(Config::load(&overrides, &no_env).is_err());
+        let overrides = Overrides {
+            public_url: Some("https://hub.example.com".into()),
+            ..overrides
+        };
+        assert!(Config::load(&overrides, &no_env).is_ok());
     }
 
     #[test]

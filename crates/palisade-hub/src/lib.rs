@@ -74,6 +74,7 @@ pub async fn open_database(config: &Config) -> Result<Db> {
 pub async fn start(config: Config) -> Result<RunningHub> {
     pki::prepare_data_dir(&config.data_dir)?;
     let pki = pki::load_or_create(&config)?;
+    let delivery = mail::Delivery::from_config(&config)?;
     let db = Db::open(&config).await?;
     let setup_code = if db.active_admin_count().await? == 0 {
         Some(
@@ -114,7 +115,7 @@ pub async fn start(config: Config) -> Result<RunningHub> {
     )));
     tasks.push(tokio::spawn(mail::run_delivery(
         db.clone(),
-        config.data_dir.join("mail"),
+        delivery,
         stop_rx.clone(),
     )));
     let auth = state.auth.clone();

@@ -1,9 +1,14 @@
-//! E-mail: an outbox table with retries, and its delivery. Without SMTP configured
-//! (the default, and the only transport so far) each message is written as an `.eml`
-//! file under `DATA_DIR/mail/` (mode 0600) where a local user can read it.
+//! E-mail: an outbox table with retries, and its delivery — over SMTP (lettre, TLS
+//! required except to a loopback relay) when `[smtp]` is configured, otherwise as
+//! `.eml` files under `DATA_DIR/mail/` (mode 0600) where a local user can read them.
 
+use crate::config::{Config, SmtpSecurity};
 use crate::db::{Db, now};
 use crate::error::{Error, Result};
+use lettre::message::{Mailbox, header::ContentType};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use sqlx::Row;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,7 +31,8 @@ impl Category {
     }
 }
 
-/// How many times delivery is tried before a message is given up (and logged).
+/// How many times delivery is tried before a message is given up (its last error stays
+/// in the outbox row).
 const MAX_ATTEMPTS: i64 = 8;
 
 impl Db {
@@ -57,8 +63,90 @@ impl Db {
     }
 }
 
+/// Where mail goes.
+#[derive(Clone)]
+pub enum Delivery {
+    /// Files in a directory (no SMTP configured).
+    Files(PathBuf),
+    /// An SMTP relay.
+    Smtp {
+        transport: Box<AsyncSmtpTransport<Tokio1Executor>>,
+        from: Mailbox,
+    },
+}
+
+impl Delivery {
+    /// The delivery the configuration asks for.
+    pub fn from_config(config: &Config) -> Result<Delivery> {
+        let Some(smtp) = &config.smtp else {
+            return Ok(Delivery::Files(config.data_dir.join("mail")));
+        };
+        let config_error = |e: &dyn std::fmt::Display| Error::Config(format!("smtp: {e}"));
+        let mut tls = TlsParameters::builder(smtp.host.clone());
+        if let Some(ca) = &smtp.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| Error::io(ca, e))?;
+            tls = tls
+                .add_root_certificate(Certificate::from_pem(&pem).map_err(|e| config_error(&e))?);
+        }
+        let tls = tls.build_rustls().map_err(|e| config_error(&e))?;
+        // `builder_dangerous` only means "no TLS chosen yet": it is chosen right here,
+        // and `none` passed the configuration check only for a loopback relay.
+        let mut builder =
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.clone())
+                .port(smtp.port)
+                .timeout(Some(Duration::from_secs(30)))
+                .tls(match smtp.security {
+                    SmtpSecurity::Starttls => Tls::Required(tls),
+                    SmtpSecurity::Tls => Tls::Wrapper(tls),
+                    SmtpSecurity::None => Tls::None,
+                });
+        if let Some((user, password)) = &smtp.credentials {
+            builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+        }
+        let from = smtp.from.parse::<Mailbox>().map_err(|e| config_error(&e))?;
+        Ok(Delivery::Smtp {
+            transport: Box::new(builder.build()),
+            from,
+        })
+    }
+
+    async fn send(
+        &self,
+        id: &str,
+        to: &str,
+        subject: &str,
+        body: &str,
+        category: &str,
+        created: i64,
+    ) -> Result<(), String> {
+        match self {
+            Delivery::Files(dir) => {
+                let message = render_eml(to, subject, body, category, created);
+                write_file(dir, &format!("{}-{id}.eml", now()), &message)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Delivery::Smtp { transport, from } => {
+                let to: Mailbox = to.parse().map_err(|e| format!("recipient: {e}"))?;
+                let message = Message::builder()
+                    .from(from.clone())
+                    .to(to)
+                    .subject(subject)
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(body.to_owned())
+                    .map_err(|e| e.to_string())?;
+                transport
+                    .send(message)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
 /// Deliver due messages once; returns how many were delivered.
-pub async fn deliver_due(db: &Db, mail_dir: &Path) -> Result<usize> {
+pub async fn deliver_due(db: &Db, delivery: &Delivery) -> Result<usize> {
     let at = now();
     let rows = sqlx::query(
         "SELECT id, recipient, subject, body, category, created_at, attempts FROM outbox \
@@ -72,18 +160,21 @@ pub async fn deliver_due(db: &Db, mail_dir: &Path) -> Result<usize> {
     for row in rows {
         let id: String = row.try_get("id")?;
         let attempts: i64 = row.try_get("attempts")?;
-        let message = render_eml(
-            &row.try_get::<String, _>("recipient")?,
-            &row.try_get::<String, _>("subject")?,
-            &row.try_get::<String, _>("body")?,
-            &row.try_get::<String, _>("category")?,
-            row.try_get("created_at")?,
-        );
-        let result = write_file(mail_dir, &format!("{at}-{id}.eml"), &message).await;
+        let result = delivery
+            .send(
+                &id,
+                &row.try_get::<String, _>("recipient")?,
+                &row.try_get::<String, _>("subject")?,
+                &row.try_get::<String, _>("body")?,
+                &row.try_get::<String, _>("category")?,
+                row.try_get("created_at")?,
+            )
+            .await;
         match result {
             Ok(()) => {
+                // The body (it may hold a one-time link) is not kept once delivered.
                 sqlx::query(
-                    "UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2",
+                    "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, body = '' WHERE id = $2",
                 )
                 .bind(now())
                 .bind(&id)
@@ -98,7 +189,7 @@ pub async fn deliver_due(db: &Db, mail_dir: &Path) -> Result<usize> {
                     "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2 WHERE id = $3",
                 )
                 .bind(now() + backoff)
-                .bind(e.to_string())
+                .bind(e.chars().take(500).collect::<String>())
                 .bind(&id)
                 .execute(db.pool())
                 .await?;
@@ -145,9 +236,13 @@ async fn write_file(dir: &Path, name: &str, contents: &str) -> Result<()> {
 }
 
 /// Run delivery every few seconds until the hub stops.
-pub async fn run_delivery(db: Db, mail_dir: PathBuf, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn run_delivery(
+    db: Db,
+    delivery: Delivery,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
-        if let Err(e) = deliver_due(&db, &mail_dir).await {
+        if let Err(e) = deliver_due(&db, &delivery).await {
             tracing::warn!("mail delivery: {e}");
         }
         tokio::select! {

@@ -98,6 +98,23 @@ async fn operators_and_owners_cannot_administer() {
         .await
         .expect("users");
     assert_eq!(users.status(), 403);
+    // API tokens are for /api/ only: they cannot drive the console (mint tokens,
+    // read the account page).
+    let console = client
+        .get(hub.url("/account"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("account");
+    assert_eq!(console.status(), 401);
+    let mint = client
+        .post(hub.url("/account/tokens"))
+        .bearer_auth(&token)
+        .form(&[("name", "more")])
+        .send()
+        .await
+        .expect("mint");
+    assert_eq!(mint.status(), 401);
 
     // Per object: the operator cannot revoke the owner's token by its id.
     let owner_id = user_id(&hub, "owner-otto").await;

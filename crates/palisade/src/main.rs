@@ -113,6 +113,13 @@ enum UserAction {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Remove an account's second factor (lost authenticator and recovery codes); check
+    /// the person's identity first. Ends their sessions.
+    ResetMfa {
+        username: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 fn load(args: &ConfigArgs) -> Result<Config> {
@@ -263,7 +270,8 @@ async fn user(action: UserAction) -> Result<ExitCode> {
         UserAction::List { config, .. } => (config, None),
         UserAction::Unlock { config, username }
         | UserAction::Disable { config, username }
-        | UserAction::Enable { config, username } => (config, Some(username.clone())),
+        | UserAction::Enable { config, username }
+        | UserAction::ResetMfa { config, username } => (config, Some(username.clone())),
     };
     let config = load(config)?;
     let db = palisade_hub::open_database(&config).await?;
@@ -327,6 +335,13 @@ async fn user(action: UserAction) -> Result<ExitCode> {
         (UserAction::Enable { .. }, Some(u)) => {
             accounts::enable(&db, &actor, &u).await?;
             println!("{} enabled", u.username);
+        }
+        (UserAction::ResetMfa { .. }, Some(u)) => {
+            accounts::reset_mfa(&db, &actor, &u).await?;
+            println!(
+                "{}: second factor removed, sessions ended; they enrol again at next sign-in",
+                u.username
+            );
         }
         _ => bail!("no such user"),
     }

@@ -68,8 +68,9 @@ impl Status {
     }
 }
 
-/// An account as stored. Secrets (hash, TOTP) never leave the hub: not `Serialize`.
-#[derive(Debug, Clone)]
+/// An account as stored. Secrets (hash, TOTP) never leave the hub: not `Serialize`,
+/// and `Debug` leaves them out.
+#[derive(Clone)]
 pub struct User {
     pub id: UserId,
     pub username: Username,
@@ -85,6 +86,19 @@ pub struct User {
     pub hard_locked: bool,
     pub created_at: i64,
     pub last_login_at: Option<i64>,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("role", &self.role)
+            .field("status", &self.status)
+            .field("mfa", &self.has_mfa())
+            .field("failed_logins", &self.failed_logins)
+            .finish_non_exhaustive()
+    }
 }
 
 impl User {

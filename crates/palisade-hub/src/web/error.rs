@@ -1,6 +1,6 @@
 //! The one place where failures become HTTP responses. Internal details are logged
 //! under an incident id and never sent to the client (SURF-2). API paths get JSON;
-//! console paths get the same message as a page (see `middleware::render_errors`).
+//! console paths get the same message as a page (see `middleware::security_headers`).
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};

@@ -78,9 +78,12 @@ pub async fn resolve_principal(
         .map(str::to_owned);
 
     let mut principal = None;
+    let is_api = request.uri().path().starts_with("/api/");
     if let Some(raw) = bearer {
         // A presented but invalid token is refused outright, never treated as anonymous.
-        if !raw.starts_with(API_TOKEN_PREFIX) {
+        // API tokens are for /api/ only: they cannot drive the console (for example to
+        // mint more tokens or change the password).
+        if !raw.starts_with(API_TOKEN_PREFIX) || !is_api {
             return Err(WebError::Unauthorized);
         }
         let user_id = state

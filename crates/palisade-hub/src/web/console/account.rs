@@ -31,7 +31,9 @@ pub async fn enrol_form(State(state): State<AppState>, ctx: Ctx) -> Result<Respo
     pages::render(EnrolPage {
         c: ctx.chrome(&state, "Set up two-factor authentication"),
         required: me.user.role.requires_mfa(),
-        qr_svg: pages::qr_svg(&secret.provisioning_uri(&state.config.product_name, me.user.username.as_str())),
+        qr_svg: pages::qr_svg(
+            &secret.provisioning_uri(&state.config.product_name, me.user.username.as_str()),
+        ),
         uri: secret.provisioning_uri(&state.config.product_name, me.user.username.as_str()),
         secret: secret.to_base32(),
     })
@@ -71,7 +73,9 @@ pub async fn enrol_submit(
         return pages::render(EnrolPage {
             c,
             required: me.user.role.requires_mfa(),
-            qr_svg: pages::qr_svg(&secret.provisioning_uri(&state.config.product_name, me.user.username.as_str())),
+            qr_svg: pages::qr_svg(
+                &secret.provisioning_uri(&state.config.product_name, me.user.username.as_str()),
+            ),
             uri: secret.provisioning_uri(&state.config.product_name, me.user.username.as_str()),
             secret: secret.to_base32(),
         });
@@ -366,6 +370,12 @@ pub async fn mfa_disable(
             None,
         )
         .await;
+    }
+    if Password::new(&form.password).chars() < password::MIN_LEN_SINGLE_FACTOR {
+        return account_page(&state, &ctx, None, Some(format!(
+            "Without two-factor authentication the password must have at least {} characters. Change your password first.",
+            password::MIN_LEN_SINGLE_FACTOR
+        )), None).await;
     }
     state.db.clear_totp(&me.user.id).await?;
     let current = me.session().map(|s| s.token_hash.as_str());

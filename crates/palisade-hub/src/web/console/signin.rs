@@ -652,6 +652,8 @@ pub async fn signup_submit(
         Ok(p) => p,
         Err(msg) => return fail(msg),
     };
+    // Hash before looking the address up, so both paths take the same time.
+    let hash = state.auth.hash(password).await?;
     if let Some(existing) = state.db.user_by_email(&email).await? {
         // Do not reveal that the address has an account; tell its holder instead.
         accounts::notify(&state.db, &existing, "Sign-up attempt with your address", "Someone tried to create a new account with your e-mail address. You already have one; use \"Forgot your password?\" if you cannot sign in.").await?;
@@ -660,7 +662,6 @@ pub async fn signup_submit(
     if state.db.user_by_username(&username).await?.is_some() {
         return fail("That user name is taken. Choose another.".into());
     }
-    let hash = state.auth.hash(password).await?;
     let user = match state
         .db
         .insert_user(NewUser {
@@ -954,6 +955,11 @@ pub async fn reset_submit(
     state.db.set_password_hash(&user.id, &hash).await?;
     state.db.clear_failures(&user.id).await?;
     state.db.delete_user_sessions(&user.id, None).await?;
+    state.db.revoke_user_api_tokens(&user.id).await?;
+    if user.status == Status::Pending {
+        // The link reached the address, which is what verification proves.
+        state.db.set_status(&user.id, Status::Active).await?;
+    }
     let actor = Actor::user(&user, ctx.ip);
     accounts::audit(
         &state.db,
@@ -961,14 +967,14 @@ pub async fn reset_submit(
         "password.reset",
         user.username.as_str(),
         Outcome::Success,
-        "via e-mailed link; sessions ended, lock cleared",
+        "via e-mailed link; sessions and API tokens ended, lock cleared",
     )
     .await?;
     accounts::notify(
         &state.db,
         &user,
         "Your password was changed",
-        "Your password was reset with an e-mailed link, and every session was signed out.",
+        "Your password was reset with an e-mailed link; every session was signed out and every API token revoked.",
     )
     .await?;
     login_page(
