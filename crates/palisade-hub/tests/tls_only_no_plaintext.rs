@@ -128,3 +128,73 @@ async fn every_response_has_security_headers_and_no_version_banner() {
     }
     hub.hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_directory_and_private_keys_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let hub = TestHub::start().await;
+    let mode =
+        |p: std::path::PathBuf| std::fs::metadata(&p).expect("exists").permissions().mode() & 0o777;
+    assert_eq!(mode(hub.data_dir()), 0o700);
+    assert_eq!(mode(hub.data_dir().join("pki")), 0o700);
+    assert_eq!(mode(hub.data_dir().join("pki/ca.key")), 0o600);
+    assert_eq!(mode(hub.data_dir().join("pki/server.key")), 0o600);
+    assert_eq!(mode(hub.data_dir().join("palisade.sqlite3")), 0o600);
+    // Restart: the same CA is reused (clients that pinned it keep working).
+    let fingerprint = hub.hub.ca_fingerprint.clone();
+    let data_dir = hub.data_dir();
+    let TestHub { hub: running, dir } = hub;
+    running.shutdown().await;
+    let again = palisade_hub::start(palisade_hub::config::Config::for_data_dir(&data_dir))
+        .await
+        .expect("restart");
+    assert_eq!(again.ca_fingerprint, fingerprint);
+    again.shutdown().await;
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_supplied_certificate_is_served() {
+    use std::os::unix::fs::PermissionsExt;
+    common::install_crypto();
+    let own = tempfile::tempdir().expect("tempdir");
+    let ca = palisade_crypto::ca::HubCa::generate().expect("operator CA");
+    let leaf = ca.issue_server(&["127.0.0.1".into()]).expect("leaf");
+    let cert = own.path().join("hub.pem");
+    let key = own.path().join("hub.key");
+    std::fs::write(&cert, &leaf.cert_pem).expect("write");
+    std::fs::write(&key, &leaf.key_pem).expect("write");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let hub = TestHub::start_with(|c| {
+        c.tls_cert = Some(cert.clone());
+        c.tls_key = Some(key.clone());
+    })
+    .await;
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(ca.material.cert_pem.as_bytes()).expect("pem"),
+        )
+        .build()
+        .expect("client");
+    let r = client
+        .get(hub.url("/healthz"))
+        .send()
+        .await
+        .expect("the operator's certificate verifies");
+    assert_eq!(r.status(), 200);
+    // The hub's own CA does not sign what is served now.
+    let own_ca = std::fs::read(hub.data_dir().join("pki/ca.pem")).expect("hub ca");
+    let pinned_to_hub_ca = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&own_ca).expect("pem"))
+        .build()
+        .expect("client");
+    assert!(
+        pinned_to_hub_ca
+            .get(hub.url("/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+    hub.hub.shutdown().await;
+}
