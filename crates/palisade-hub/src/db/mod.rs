@@ -1,6 +1,8 @@
 //! The storage layer: one connection pool over SQLite (embedded default; WAL, foreign
 //! keys, secure_delete) or PostgreSQL, embedded forward-only migrations, and the
-//! queries of every table. SQL is written once, in the dialect both engines share
+//! queries of every table. SQLite runs with `synchronous = FULL`: a committed
+//! transaction (an audit entry, an acknowledged change) survives power loss, not
+//! just a crash of the process. SQL is written once, in the dialect both engines share
 //! (`$N` placeholders, BIGINT times in Unix seconds, TEXT identifiers).
 
 mod schema;
@@ -84,7 +86,7 @@ impl Db {
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; \
                              PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON; \
-                             PRAGMA synchronous = NORMAL;",
+                             PRAGMA synchronous = FULL;",
                         )
                         .await?;
                     }
