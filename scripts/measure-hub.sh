@@ -17,6 +17,7 @@ trap 'kill "${pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 url="https://127.0.0.1:$port"
 
+# Sets $pid and $started_ms (not a subshell, so $pid survives).
 start_hub() {
   local t0; t0=$(date +%s.%N)
   "$bin" serve --data-dir "$work/data" --listen "127.0.0.1:$port" >"$work/out.txt" 2>"$work/err.txt" &
@@ -25,12 +26,14 @@ start_hub() {
     if curl -s --cacert "$work/data/pki/ca.pem" "$url/healthz" >/dev/null 2>&1; then break; fi
     sleep 0.01
   done
-  python3 -c "print(f'{($(date +%s.%N) - $t0) * 1000:.0f}')"
+  started_ms=$(python3 -c "print(f'{($(date +%s.%N) - $t0) * 1000:.0f}')")
 }
 
-cold_ms=$(start_hub)
+start_hub
+cold_ms=$started_ms
 kill "$pid"; wait "$pid" 2>/dev/null || true
-warm_ms=$(start_hub)
+start_hub
+warm_ms=$started_ms
 sleep 1
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 

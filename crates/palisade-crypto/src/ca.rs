@@ -128,6 +128,65 @@ impl HubCa {
     }
 }
 
+/// How long a device certificate is valid; the agent renews well before expiry.
+pub const DEVICE_VALIDITY_DAYS: i64 = 30;
+
+/// A device certificate issued from the device's own CSR.
+#[derive(Debug, Clone)]
+pub struct DeviceCertificate {
+    pub cert_pem: String,
+    /// SHA-256 of the certificate DER, lower-case hex: how the hub recognises it.
+    pub sha256: String,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+impl HubCa {
+    /// Issue a client certificate for `device_id` from a PEM CSR. The CSR's signature
+    /// proves possession of the key (the private key never leaves the device); its
+    /// requested names and extensions are ignored: the hub decides what the
+    /// certificate says (CN and URI SAN = the device id, client authentication only).
+    pub fn issue_device(&self, csr_pem: &str, device_id: &str) -> Result<DeviceCertificate> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(err)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, device_id);
+        params.distinguished_name = dn;
+        params.subject_alt_names = vec![SanType::URI(
+            format!("urn:palisade:device:{device_id}")
+                .try_into()
+                .map_err(err)?,
+        )];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + Duration::days(DEVICE_VALIDITY_DAYS);
+        params.serial_number = Some(random_serial());
+        let cert = params
+            .signed_by(&csr.public_key, &self.issuer()?)
+            .map_err(err)?;
+        Ok(DeviceCertificate {
+            sha256: token::sha256_hex(cert.der()),
+            cert_pem: cert.pem(),
+            not_after: params.not_after.unix_timestamp(),
+        })
+    }
+}
+
+/// A new P-256 key pair and a CSR for it, as a device makes them (PEM key, PEM CSR).
+/// Used by the agent and by tests; the hub never calls it for a device.
+pub fn device_key_and_csr(common_name: &str) -> Result<(String, String)> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    let csr = params.serialize_request(&key).map_err(err)?;
+    Ok((key.serialize_pem(), csr.pem().map_err(err)?))
+}
+
 /// SHA-256 of the SubjectPublicKeyInfo of a PEM private key, base64 (the form used
 /// for public-key pinning).
 pub fn spki_sha256_base64(key_pem: &str) -> Result<String> {
@@ -162,5 +221,23 @@ mod tests {
         assert!(server.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(server.key_pem.contains("PRIVATE KEY"));
         assert_eq!(fingerprint(b"x").len(), 32 * 3 - 1);
+    }
+
+    #[test]
+    fn auth10_device_certificate_from_csr_ignores_requested_names() {
+        let ca = HubCa::generate().expect("ca");
+        let (_key, csr) = device_key_and_csr("attacker-chosen-name").expect("csr");
+        let cert = ca
+            .issue_device(&csr, "0123456789abcdef0123456789abcdef")
+            .expect("issued");
+        assert!(cert.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert_eq!(cert.sha256.len(), 64);
+        assert!(
+            ca.issue_device(
+                "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+                "x"
+            )
+            .is_err()
+        );
     }
 }

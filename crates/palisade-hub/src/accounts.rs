@@ -184,25 +184,38 @@ pub async fn set_role(db: &Db, actor: &Actor, user: &User, role: Role) -> Result
 }
 
 /// Remove an account's second factor (lost authenticator and recovery codes), after
-/// the holder's identity was checked out of band. Their sessions end; administrators
-/// must enrol again at their next sign-in.
-pub async fn reset_mfa(db: &Db, actor: &Actor, user: &User) -> Result<()> {
+/// the holder's identity was checked out of band. The password goes too — it may be
+/// one of the 8–14 characters allowed only with a second factor — so the holder
+/// chooses a new one through the e-mailed link (≥15 characters without MFA); their
+/// sessions and API tokens end. Administrators enrol again at their next sign-in.
+pub async fn reset_mfa(db: &Db, actor: &Actor, user: &User, public_url: &str) -> Result<()> {
     db.clear_totp(&user.id).await?;
+    db.clear_password_hash(&user.id).await?;
     db.delete_user_sessions(&user.id, None).await?;
+    db.revoke_user_api_tokens(&user.id).await?;
     audit(
         db,
         actor,
         "mfa.reset",
         user.username.as_str(),
         Outcome::Success,
-        "second factor removed by an administrator",
+        "second factor and password removed by an administrator",
     )
     .await?;
+    let link = db
+        .create_one_time_token(
+            &user.id,
+            crate::db::tokens::Purpose::ResetPassword,
+            24 * 3600,
+        )
+        .await?;
     notify(
         db,
         user,
         "Two-factor authentication was reset",
-        "An administrator removed the two-factor authentication of your account. Set it up again from your account page (administrators are asked at their next sign-in).",
+        &format!(
+            "An administrator removed the two-factor authentication and the password of your account. Choose a new password here (valid 24 hours, works once):\n{public_url}/recover/reset?token={link}\nThen set up two-factor authentication again (administrators are asked at their next sign-in)."
+        ),
     )
     .await
 }

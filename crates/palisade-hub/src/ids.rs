@@ -11,6 +11,69 @@ pub enum InvalidId {
     Username,
     #[error("Enter a valid e-mail address (at most 254 characters).")]
     Email,
+    #[error(
+        "A product model id has 2 to 40 characters: lower-case letters, digits and '-', starting with a letter."
+    )]
+    Product,
+}
+
+/// A device identifier (128 random bits, hex). It is the certificate's common name
+/// and the `{device_id}` of its MQTT topics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct DeviceId(String);
+
+impl DeviceId {
+    pub fn generate() -> Self {
+        Self(data_encoding::HEXLOWER.encode(&palisade_crypto::token::random_bytes::<16>()))
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        UserId::parse(s).map(|u| Self(u.0))
+    }
+    pub(crate) fn from_db(s: String) -> Self {
+        Self(s)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A product model id, a slug such as `cam-v2`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ProductId(String);
+
+impl ProductId {
+    pub fn parse(typed: &str) -> Result<Self, InvalidId> {
+        let s = typed.trim();
+        let ok = (2..=40).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidId::Product)
+        }
+    }
+    pub(crate) fn from_db(s: String) -> Self {
+        Self(s)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ProductId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// An opaque user identifier (128 random bits, hex).

@@ -118,3 +118,63 @@ async fn recovery_codes_work_once_each() {
     );
     hub.hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_mfa_removes_factor_and_password() {
+    let hub = TestHub::start().await;
+    let (mut admin, _) = hub.setup_admin().await;
+    let name = palisade_hub::ids::Username::parse(ADMIN).expect("name");
+    let user = hub
+        .hub
+        .db
+        .user_by_username(&name)
+        .await
+        .expect("db")
+        .expect("admin");
+    palisade_hub::accounts::reset_mfa(
+        &hub.hub.db,
+        &palisade_hub::accounts::Actor::cli(),
+        &user,
+        &hub.hub.url(),
+    )
+    .await
+    .expect("reset");
+    assert_eq!(admin.get("/account").await.status, 401, "sessions ended");
+    // The old password no longer works…
+    let mut b = hub.browser();
+    let page = b.sign_in(ADMIN, ADMIN_PASSWORD, None).await;
+    assert!(page.body.contains("not correct"), "{}", page.body);
+    // …the e-mailed link sets a new one, and the administrator must enrol again.
+    let mail = hub
+        .wait_for_mail(
+            common::ADMIN_EMAIL,
+            "two-factor authentication and the password",
+        )
+        .await;
+    let token = common::link_token(&mail, "/recover/reset");
+    b.get(&format!("/recover/reset?token={token}")).await;
+    let done = b
+        .post_form(
+            "/recover/reset",
+            &[
+                ("token", &token),
+                ("password", "cobalt meadow lantern ferry"),
+            ],
+        )
+        .await;
+    assert!(
+        done.body.contains("Your password is changed"),
+        "{}",
+        done.body
+    );
+    let page = b.sign_in(ADMIN, "cobalt meadow lantern ferry", None).await;
+    assert_eq!(page.location(), "/mfa/enrol", "{}", page.body);
+    assert_eq!(
+        b.get("/users").await.status,
+        401,
+        "no full session before enrolment"
+    );
+    let audit = hub.hub.db.audit_entries(50, None).await.expect("audit");
+    assert!(audit.iter().any(|e| e.action == "mfa.reset"));
+    hub.hub.shutdown().await;
+}

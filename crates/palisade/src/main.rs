@@ -337,9 +337,9 @@ async fn user(action: UserAction) -> Result<ExitCode> {
             println!("{} enabled", u.username);
         }
         (UserAction::ResetMfa { .. }, Some(u)) => {
-            accounts::reset_mfa(&db, &actor, &u).await?;
+            accounts::reset_mfa(&db, &actor, &u, &config.public_url).await?;
             println!(
-                "{}: second factor removed, sessions ended; they enrol again at next sign-in",
+                "{}: second factor and password removed, sessions and API tokens ended; a link to choose a new password was e-mailed",
                 u.username
             );
         }

@@ -8,10 +8,13 @@ use crate::error::{Error, Result};
 use sqlx::Row;
 
 /// Each migration is applied once, in order, inside a transaction.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "accounts, sessions, audit, outbox", V1)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "accounts, sessions, audit, outbox", V1),
+    (2, "product models, claim codes, devices, telemetry", V2),
+];
 
 /// The newest schema this binary understands.
-pub const LATEST_VERSION: i64 = 1;
+pub const LATEST_VERSION: i64 = 2;
 
 const V1: &str = r#"
 CREATE TABLE users (
@@ -102,6 +105,45 @@ CREATE TABLE outbox (
     sent_at BIGINT,
     last_error TEXT
 );
+"#;
+
+const V2: &str = r#"
+CREATE TABLE product_models (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    hardware_revision TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE claim_codes (
+    code_hash TEXT PRIMARY KEY,
+    product_id TEXT NOT NULL REFERENCES product_models(id),
+    pairing_code_hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT,
+    device_id TEXT
+);
+CREATE TABLE devices (
+    id TEXT PRIMARY KEY,
+    product_id TEXT NOT NULL REFERENCES product_models(id),
+    status TEXT NOT NULL,
+    cert_sha256 TEXT NOT NULL UNIQUE,
+    cert_not_after BIGINT NOT NULL,
+    pairing_code_hash TEXT NOT NULL UNIQUE,
+    owner_id TEXT REFERENCES users(id) ON DELETE SET NULL,
+    firmware_version TEXT NOT NULL DEFAULT '',
+    rejected_messages BIGINT NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    last_seen_at BIGINT
+);
+CREATE INDEX devices_owner ON devices (owner_id);
+CREATE TABLE telemetry (
+    device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    received_at_ms BIGINT NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX telemetry_device_time ON telemetry (device_id, received_at_ms);
 "#;
 
 pub(super) async fn current_version(db: &Db) -> Result<i64> {

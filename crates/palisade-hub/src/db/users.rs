@@ -255,6 +255,15 @@ impl Db {
         Ok(())
     }
 
+    /// Remove the password: no sign-in works until a new one is set by e-mailed link.
+    pub async fn clear_password_hash(&self, id: &UserId) -> Result<()> {
+        sqlx::query("UPDATE users SET password_hash = NULL WHERE id = $1")
+            .bind(id.as_str())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_status(&self, id: &UserId, status: Status) -> Result<()> {
         sqlx::query("UPDATE users SET status = $1 WHERE id = $2")
             .bind(status.as_str())
