@@ -29,6 +29,20 @@ pub struct Limits {
     pub session_idle_minutes: i64,
     /// A session ends this many hours after sign-in, whatever its use.
     pub session_absolute_hours: i64,
+    /// Concurrent device (MQTT) connections.
+    pub mqtt_max_connections: usize,
+    /// Largest MQTT packet accepted from a device, in bytes.
+    pub mqtt_max_packet_bytes: usize,
+    /// Longest keep-alive a device may ask for, in seconds.
+    pub mqtt_keep_alive_max_secs: u64,
+    /// Messages a device may publish per minute (then it is slowed, RES-2).
+    pub mqtt_publishes_per_minute: u32,
+    /// Topic filters in one SUBSCRIBE.
+    pub mqtt_topics_per_subscribe: usize,
+    /// QoS 1 messages from one connection waiting for storage before it is read no further.
+    pub mqtt_inflight: usize,
+    /// Telemetry messages stored per transaction (group commit).
+    pub telemetry_batch_max: usize,
 }
 
 impl Default for Limits {
@@ -43,6 +57,13 @@ impl Default for Limits {
             hashing_queue_timeout_secs: 10,
             session_idle_minutes: 30,
             session_absolute_hours: 12,
+            mqtt_max_connections: 100_000,
+            mqtt_max_packet_bytes: 64 * 1024,
+            mqtt_keep_alive_max_secs: 600,
+            mqtt_publishes_per_minute: 600,
+            mqtt_topics_per_subscribe: 8,
+            mqtt_inflight: 32,
+            telemetry_batch_max: 512,
         }
     }
 }
@@ -103,6 +124,7 @@ impl std::fmt::Debug for Smtp {
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
+    pub mqtt_listen: Option<String>,
     pub database_url: Option<String>,
     pub database_url_file: Option<PathBuf>,
     pub public_url: Option<String>,
@@ -120,6 +142,7 @@ pub struct Overrides {
     pub config_file: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
+    pub mqtt_listen: Option<String>,
     pub database_url: Option<String>,
     pub public_url: Option<String>,
     pub tls_cert: Option<PathBuf>,
@@ -168,6 +191,8 @@ pub fn redact_url(url: &str) -> String {
 pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// Where devices connect (MQTT over mutual TLS).
+    pub mqtt_listen: SocketAddr,
     pub database: DatabaseLocation,
     /// Base URL used in e-mailed links, e.g. `https://hub.example.com:8443`.
     pub public_url: String,
@@ -197,6 +222,7 @@ impl std::fmt::Display for Problem {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+pub const DEFAULT_MQTT_LISTEN: &str = "127.0.0.1:8883";
 pub const DEFAULT_DATA_DIR: &str = "./palisade-data";
 
 impl Config {
@@ -250,6 +276,20 @@ impl Config {
                 message: format!("{listen_text:?} is not an address:port such as 127.0.0.1:8443"),
             });
             SocketAddr::from(([127, 0, 0, 1], 8443))
+        });
+
+        let mqtt_text = pick(
+            overrides.mqtt_listen.clone(),
+            "PALISADE_MQTT_LISTEN",
+            file.mqtt_listen.clone(),
+        )
+        .unwrap_or_else(|| DEFAULT_MQTT_LISTEN.into());
+        let mqtt_listen = mqtt_text.parse::<SocketAddr>().unwrap_or_else(|_| {
+            problems.push(Problem {
+                key: "mqtt_listen",
+                message: format!("{mqtt_text:?} is not an address:port such as 127.0.0.1:8883"),
+            });
+            SocketAddr::from(([127, 0, 0, 1], 8883))
         });
 
         let url_file = env("PALISADE_DATABASE_URL_FILE")
@@ -366,6 +406,7 @@ impl Config {
             Ok(Config {
                 data_dir,
                 listen,
+                mqtt_listen,
                 database,
                 public_url,
                 hostnames,
@@ -386,6 +427,7 @@ impl Config {
         Config {
             data_dir: data_dir.to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mqtt_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database: DatabaseLocation::Embedded,
             public_url: "https://127.0.0.1".into(),
             hostnames: Vec::new(),
@@ -584,6 +626,34 @@ fn check_limits(l: &Limits, problems: &mut Vec<Problem>) {
     bad(
         (1..=24 * 60).contains(&l.session_idle_minutes),
         "session_idle_minutes must be between 1 and 1440",
+    );
+    bad(
+        (1..=10_000_000).contains(&l.mqtt_max_connections),
+        "mqtt_max_connections must be between 1 and 10000000",
+    );
+    bad(
+        (1024..=16 * 1024 * 1024).contains(&l.mqtt_max_packet_bytes),
+        "mqtt_max_packet_bytes must be between 1 KiB and 16 MiB",
+    );
+    bad(
+        (10..=3600).contains(&l.mqtt_keep_alive_max_secs),
+        "mqtt_keep_alive_max_secs must be between 10 and 3600",
+    );
+    bad(
+        (1..=1_000_000).contains(&l.mqtt_publishes_per_minute),
+        "mqtt_publishes_per_minute must be between 1 and 1000000",
+    );
+    bad(
+        (1..=100).contains(&l.mqtt_topics_per_subscribe),
+        "mqtt_topics_per_subscribe must be between 1 and 100",
+    );
+    bad(
+        (1..=65_535).contains(&l.mqtt_inflight),
+        "mqtt_inflight must be between 1 and 65535",
+    );
+    bad(
+        (1..=100_000).contains(&l.telemetry_batch_max),
+        "telemetry_batch_max must be between 1 and 100000",
     );
     bad(
         (1..=24 * 30).contains(&l.session_absolute_hours),

@@ -10,6 +10,7 @@ pub mod db;
 pub mod error;
 pub mod ids;
 pub mod mail;
+pub mod mqtt;
 pub mod pki;
 pub mod server;
 pub mod web;
@@ -101,6 +102,9 @@ pub async fn start(config: Config) -> Result<RunningHub> {
         db: db.clone(),
         auth: auth::Auth::new(&config.limits),
         config: config.clone(),
+        hub_ca: pki.hub_ca.clone(),
+        hub_ca_pem: pki.hub_ca_pem.clone().into(),
+        fleet: Arc::new(mqtt::Fleet::default()),
     };
     let app = web::app(state.clone());
     let (stop, stop_rx) = watch::channel(false);

@@ -15,6 +15,13 @@ use std::sync::Arc;
 /// What the hub serves TLS with, and what it tells the operator.
 pub struct Pki {
     pub server_config: Arc<ServerConfig>,
+    /// TLS for device connections: the hub-CA server certificate, and a client
+    /// certificate issued by the hub CA required (mutual TLS).
+    pub device_server_config: Arc<ServerConfig>,
+    /// The hub CA, which issues device certificates.
+    pub hub_ca: Arc<HubCa>,
+    /// The hub CA certificate (PEM), handed to devices at enrolment.
+    pub hub_ca_pem: String,
     /// The hub CA certificate (clients pin this), or the operator's chain.
     pub ca_cert_path: PathBuf,
     /// SHA-256 fingerprint of that CA certificate.
@@ -86,35 +93,16 @@ pub fn load_or_create(config: &Config) -> Result<Pki> {
         created
     };
 
+    // The hub-CA server certificate always exists: devices pin the hub CA, so the
+    // device listener serves it even when the console uses the operator's certificate.
+    let (hub_server_cert, hub_server_key) = ensure_hub_server_certificate(config, &hub_ca, &dir)?;
     let (chain_path, key_path, fingerprint_source) = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => (cert.clone(), key.clone(), cert.clone()),
-        _ => {
-            let server_cert = dir.join("server.pem");
-            let server_key = dir.join("server.key");
-            let meta_path = dir.join("server.meta");
-            let names = server_names(config);
-            let wanted_meta = names.join(",");
-            let now = crate::db::now();
-            let fresh = read(&meta_path).ok().is_some_and(|meta| {
-                let mut lines = meta.lines();
-                let issued_names = lines.next().unwrap_or("");
-                let not_after: i64 = lines.next().and_then(|l| l.parse().ok()).unwrap_or(0);
-                issued_names == wanted_meta && not_after - now > ca::SERVER_RENEW_DAYS * 86_400
-            }) && server_cert.exists()
-                && server_key.exists();
-            if !fresh {
-                let issued = hub_ca.issue_server(&names)?;
-                write_atomic(&server_key, issued.key_pem.as_bytes(), 0o600)?;
-                write_atomic(&server_cert, issued.cert_pem.as_bytes(), 0o644)?;
-                let meta = format!(
-                    "{wanted_meta}\n{}\n",
-                    now + ca::SERVER_VALIDITY_DAYS * 86_400
-                );
-                write_atomic(&meta_path, meta.as_bytes(), 0o644)?;
-                tracing::info!(names = %wanted_meta, "issued the hub server certificate");
-            }
-            (server_cert, server_key, ca_cert_path.clone())
-        }
+        _ => (
+            hub_server_cert.clone(),
+            hub_server_key.clone(),
+            ca_cert_path.clone(),
+        ),
     };
     let mut chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&chain_path)
         .map_err(|e| Error::Tls(format!("{}: {e}", chain_path.display())))?
@@ -142,8 +130,13 @@ pub fn load_or_create(config: &Config) -> Result<Pki> {
         .map_err(|e| Error::Tls(e.to_string()))?;
     let server_config = server_config(chain, key)?;
     let spki = server_config_spki(&key_path)?;
+    let device_server_config =
+        device_server_config(&hub_server_cert, &hub_server_key, &ca_cert_path)?;
     Ok(Pki {
         server_config,
+        device_server_config,
+        hub_ca: Arc::new(hub_ca),
+        hub_ca_pem: read(&ca_cert_path)?,
         ca_cert_path: if config.tls_cert.is_some() {
             chain_path
         } else {
@@ -152,6 +145,90 @@ pub fn load_or_create(config: &Config) -> Result<Pki> {
         ca_fingerprint: ca::fingerprint(fingerprint_der.as_ref()),
         server_spki_sha256: spki,
     })
+}
+
+/// Issue (or renew) the server certificate signed by the hub CA; returns its paths.
+fn ensure_hub_server_certificate(
+    config: &Config,
+    hub_ca: &HubCa,
+    dir: &Path,
+) -> Result<(PathBuf, PathBuf)> {
+    let server_cert = dir.join("server.pem");
+    let server_key = dir.join("server.key");
+    let meta_path = dir.join("server.meta");
+    let names = server_names(config);
+    let wanted_meta = names.join(",");
+    let now = crate::db::now();
+    let fresh = read(&meta_path).ok().is_some_and(|meta| {
+        let mut lines = meta.lines();
+        let issued_names = lines.next().unwrap_or("");
+        let not_after: i64 = lines.next().and_then(|l| l.parse().ok()).unwrap_or(0);
+        issued_names == wanted_meta && not_after - now > ca::SERVER_RENEW_DAYS * 86_400
+    }) && server_cert.exists()
+        && server_key.exists();
+    if !fresh {
+        let issued = hub_ca.issue_server(&names)?;
+        write_atomic(&server_key, issued.key_pem.as_bytes(), 0o600)?;
+        write_atomic(&server_cert, issued.cert_pem.as_bytes(), 0o644)?;
+        let meta = format!(
+            "{wanted_meta}\n{}\n",
+            now + ca::SERVER_VALIDITY_DAYS * 86_400
+        );
+        write_atomic(&meta_path, meta.as_bytes(), 0o644)?;
+        tracing::info!(names = %wanted_meta, "issued the hub server certificate");
+    }
+    Ok((server_cert, server_key))
+}
+
+fn pem_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    CertificateDer::pem_file_iter(path)
+        .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))
+}
+
+/// Mutual TLS for devices (ENC-1, AUTH-10): TLS 1.3/1.2-AEAD as for the console, and a
+/// client certificate chaining to the hub CA is required; a client without one never
+/// completes the handshake. Which device it is, and whether it is revoked, is decided
+/// after the handshake from the certificate itself.
+pub fn device_server_config(cert: &Path, key: &Path, ca: &Path) -> Result<Arc<ServerConfig>> {
+    let mut chain = pem_chain(cert)?;
+    let ca_chain = pem_chain(ca)?;
+    chain.extend(ca_chain.iter().cloned());
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| Error::Tls(format!("{}: {e}", key.display())))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in ca_chain {
+        roots.add(c).map_err(|e| Error::Tls(e.to_string()))?;
+    }
+    let provider = Arc::new(tls_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| Error::Tls(e.to_string()))?;
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    Ok(Arc::new(config))
+}
+
+/// The crypto provider with only TLS 1.3 suites and TLS 1.2 ECDHE + AEAD suites.
+fn tls_provider() -> rustls::crypto::CryptoProvider {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.retain(|suite| match suite {
+        rustls::SupportedCipherSuite::Tls13(_) => true,
+        rustls::SupportedCipherSuite::Tls12(s) => {
+            let name = format!("{:?}", s.common.suite);
+            name.starts_with("TLS_ECDHE_")
+                && (name.contains("_GCM_") || name.contains("CHACHA20_POLY1305"))
+        }
+    });
+    provider
 }
 
 fn server_config_spki(key_path: &Path) -> Result<String> {
@@ -196,16 +273,7 @@ pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<Arc<ServerConfig>> {
-    let mut provider = rustls::crypto::ring::default_provider();
-    provider.cipher_suites.retain(|suite| match suite {
-        rustls::SupportedCipherSuite::Tls13(_) => true,
-        rustls::SupportedCipherSuite::Tls12(s) => {
-            let name = format!("{:?}", s.common.suite);
-            name.starts_with("TLS_ECDHE_")
-                && (name.contains("_GCM_") || name.contains("CHACHA20_POLY1305"))
-        }
-    });
-    let builder = ServerConfig::builder_with_provider(Arc::new(provider))
+    let builder = ServerConfig::builder_with_provider(Arc::new(tls_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| Error::Tls(e.to_string()))?;
     // The console and API authenticate people with sessions, not certificates; device

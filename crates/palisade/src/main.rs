@@ -29,6 +29,9 @@ struct ConfigArgs {
     /// HTTPS address [default: 127.0.0.1:8443] [env: PALISADE_LISTEN]
     #[arg(long, global = true)]
     listen: Option<String>,
+    /// Device (MQTT over mutual TLS) address [default: 127.0.0.1:8883] [env: PALISADE_MQTT_LISTEN]
+    #[arg(long, global = true)]
+    mqtt_listen: Option<String>,
     /// postgres://… or sqlite:… instead of the embedded SQLite file [env: PALISADE_DATABASE_URL]
     #[arg(long, global = true)]
     database_url: Option<String>,
@@ -127,6 +130,7 @@ fn load(args: &ConfigArgs) -> Result<Config> {
         config_file: args.config.clone(),
         data_dir: args.data_dir.clone(),
         listen: args.listen.clone(),
+        mqtt_listen: args.mqtt_listen.clone(),
         database_url: args.database_url.clone(),
         public_url: args.public_url.clone(),
         tls_cert: args.tls_cert.clone(),

@@ -25,6 +25,12 @@ pub struct AppState {
     pub db: Db,
     pub config: Arc<Config>,
     pub auth: Auth,
+    /// The hub CA: issues device certificates at enrolment.
+    pub hub_ca: Arc<palisade_crypto::ca::HubCa>,
+    /// The hub CA certificate (PEM) handed to devices.
+    pub hub_ca_pem: Arc<str>,
+    /// Live device connections.
+    pub fleet: Arc<crate::mqtt::Fleet>,
 }
 
 /// One route and who may call it.
