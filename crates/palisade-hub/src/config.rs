@@ -35,7 +35,8 @@ pub struct Limits {
     pub mqtt_max_packet_bytes: usize,
     /// Longest keep-alive a device may ask for, in seconds.
     pub mqtt_keep_alive_max_secs: u64,
-    /// Messages a device may publish per minute (then it is slowed, RES-2).
+    /// Messages a device may publish per minute; more are refused (v5: PUBACK 0x97 quota
+    /// exceeded; 3.1.1: the connection is closed), RES-2.
     pub mqtt_publishes_per_minute: u32,
     /// Topic filters in one SUBSCRIBE.
     pub mqtt_topics_per_subscribe: usize,

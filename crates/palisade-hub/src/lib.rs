@@ -13,6 +13,7 @@ pub mod mail;
 pub mod mqtt;
 pub mod pki;
 pub mod server;
+pub mod telemetry;
 pub mod web;
 
 use config::Config;
@@ -29,6 +30,8 @@ pub use error::Error as HubError;
 pub struct RunningHub {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
+    /// The device (MQTT over mutual TLS) address actually bound.
+    pub mqtt_addr: SocketAddr,
     pub ca_cert_path: PathBuf,
     pub ca_fingerprint: String,
     /// Base64 SHA-256 of the server key's SubjectPublicKeyInfo.
@@ -97,6 +100,12 @@ pub async fn start(config: Config) -> Result<RunningHub> {
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Config(e.to_string()))?;
+    let mqtt_listener = tokio::net::TcpListener::bind(config.mqtt_listen)
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.mqtt_listen)))?;
+    let mqtt_addr = mqtt_listener
+        .local_addr()
+        .map_err(|e| Error::Config(e.to_string()))?;
     let config = Arc::new(config);
     let state = web::AppState {
         db: db.clone(),
@@ -105,6 +114,7 @@ pub async fn start(config: Config) -> Result<RunningHub> {
         hub_ca: pki.hub_ca.clone(),
         hub_ca_pem: pki.hub_ca_pem.clone().into(),
         fleet: Arc::new(mqtt::Fleet::default()),
+        mqtt_port: mqtt_addr.port(),
     };
     let app = web::app(state.clone());
     let (stop, stop_rx) = watch::channel(false);
@@ -115,6 +125,14 @@ pub async fn start(config: Config) -> Result<RunningHub> {
         app,
         config.limits.max_connections,
         std::time::Duration::from_secs(config.limits.tls_handshake_timeout_secs),
+        stop_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(mqtt::serve_devices(
+        mqtt_listener,
+        pki.device_server_config.clone(),
+        db.clone(),
+        config.clone(),
+        state.fleet.clone(),
         stop_rx.clone(),
     )));
     tasks.push(tokio::spawn(mail::run_delivery(
@@ -134,6 +152,7 @@ pub async fn start(config: Config) -> Result<RunningHub> {
     }));
     Ok(RunningHub {
         addr,
+        mqtt_addr,
         ca_cert_path: pki.ca_cert_path,
         ca_fingerprint: pki.ca_fingerprint,
         server_spki_sha256: pki.server_spki_sha256,

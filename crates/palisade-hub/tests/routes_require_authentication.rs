@@ -27,6 +27,9 @@ const PUBLIC: &[(&str, &str)] = &[
     ("POST", "/recover/reset"),
     ("GET", "/invite"),
     ("POST", "/invite"),
+    // Device enrolment: the single-use claim code in the body is the credential
+    // (AUTH-2); a device has no account or session. Throttled per source.
+    ("POST", "/api/v1/devices/enroll"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

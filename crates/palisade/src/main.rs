@@ -4,9 +4,13 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use palisade_hub::accounts::{self, Actor};
+use palisade_hub::audit::Outcome;
 use palisade_hub::config::{Config, Overrides, redact_url};
-use palisade_hub::ids::Username;
-use std::path::PathBuf;
+use palisade_hub::db::device_admin::{self, MAX_FIELDS};
+use palisade_hub::db::devices::{DeviceStatus, FieldSpec, ProductModel};
+use palisade_hub::ids::{DeviceId, ProductId, Username};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -70,6 +74,89 @@ enum Command {
     User {
         #[command(subcommand)]
         action: UserAction,
+    },
+    /// Product models: what a kind of device is and which telemetry it may send
+    Product {
+        #[command(subcommand)]
+        action: ProductAction,
+    },
+    /// Devices: claim codes for the factory, the fleet, revocation
+    Device {
+        #[command(subcommand)]
+        action: DeviceAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProductAction {
+    /// Define a product model and the telemetry fields its devices may send (DATA-1:
+    /// each field says what it is and why it is collected; undeclared fields are refused)
+    Add {
+        /// Model id, e.g. cam-v2 (2-40 characters: a-z, 0-9, '-')
+        id: String,
+        /// Name shown to owners, e.g. "Garden camera"
+        #[arg(long)]
+        name: String,
+        /// Hardware revision, e.g. B2
+        #[arg(long)]
+        hardware: String,
+        /// A telemetry field as name:type:unit:purpose (type number|integer|boolean|string;
+        /// the unit may be empty), e.g. temperature:number:celsius:room temperature shown to
+        /// the owner. Repeat for each field.
+        #[arg(long = "field", value_name = "SPEC")]
+        fields: Vec<String>,
+        /// The fields as a JSON file: [{"name", "type", "unit", "purpose"}, ...]
+        #[arg(long = "fields", value_name = "FILE.json", conflicts_with = "fields")]
+        fields_file: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// List product models
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+/// Most claim codes made in one batch.
+const MAX_CODES: u32 = 100_000;
+
+#[derive(Subcommand)]
+enum DeviceAction {
+    /// Make single-use claim codes (and pairing codes for the labels) for a product.
+    /// Writes a CSV (mode 0600) of claim_code,pairing_code,expires_at; the hub keeps
+    /// only their digests, so this file is the only copy: keep it secret.
+    Codes {
+        /// Product model id
+        #[arg(long)]
+        product: String,
+        /// How many codes (1-100000)
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_CODES as i64))]
+        count: u32,
+        /// CSV file to create (refused if it exists)
+        #[arg(long)]
+        out: PathBuf,
+        /// Days until unused codes expire (1-3650)
+        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        valid_days: u32,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// List devices
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Revoke a device: its certificate is refused from its next connection on (revoke
+    /// through the console or API to also drop a live connection at once)
+    Revoke {
+        device_id: String,
+        #[command(flatten)]
+        config: ConfigArgs,
     },
 }
 
@@ -227,6 +314,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         },
         Command::User { action } => user(action).await,
+        Command::Product { action } => product(action).await,
+        Command::Device { action } => device(action).await,
     }
 }
 
@@ -236,6 +325,10 @@ async fn serve(config: Config) -> Result<ExitCode> {
         .context("the hub could not start")?;
     println!("Palisade hub is running (HTTPS only).");
     println!("  Console         {}/", hub.url());
+    println!(
+        "  Devices (MQTT)  mqtts://{} (mutual TLS, hub CA)",
+        hub.mqtt_addr
+    );
     println!("  CA certificate  {}", hub.ca_cert_path.display());
     println!("  CA SHA-256      {}", hub.ca_fingerprint);
     if let Some(code) = &hub.setup_code {
@@ -348,6 +441,238 @@ async fn user(action: UserAction) -> Result<ExitCode> {
             );
         }
         _ => bail!("no such user"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Largest `--fields` file read.
+const MAX_FIELDS_FILE_BYTES: u64 = 1024 * 1024;
+
+fn read_fields_file(path: &Path) -> Result<Vec<FieldSpec>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(file, MAX_FIELDS_FILE_BYTES + 1),
+        &mut text,
+    )
+    .with_context(|| format!("cannot read {}", path.display()))?;
+    if text.len() as u64 > MAX_FIELDS_FILE_BYTES {
+        bail!("{} is larger than 1 MiB", path.display());
+    }
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: expected a JSON array of {{\"name\", \"type\", \"unit\", \"purpose\"}} objects (type number|integer|boolean|string)",
+            path.display()
+        )
+    })
+}
+
+async fn product(action: ProductAction) -> Result<ExitCode> {
+    match action {
+        ProductAction::Add {
+            id,
+            name,
+            hardware,
+            fields,
+            fields_file,
+            config,
+        } => {
+            let id = ProductId::parse(&id).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let fields = match fields_file {
+                Some(path) => read_fields_file(&path)?,
+                None => {
+                    if fields.len() > MAX_FIELDS {
+                        bail!(
+                            "{} fields given; at most {MAX_FIELDS} are allowed",
+                            fields.len()
+                        );
+                    }
+                    fields
+                        .iter()
+                        .map(|spec| device_admin::parse_field_spec(spec))
+                        .collect::<Result<Vec<_>, String>>()
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                }
+            };
+            let model = ProductModel {
+                id,
+                name: name.trim().to_owned(),
+                hardware_revision: hardware.trim().to_owned(),
+                fields,
+                created_at: 0,
+            };
+            device_admin::validate_product(&model)
+                .map_err(|e| anyhow::anyhow!("the product model was not saved: {e}"))?;
+            let db = palisade_hub::open_database(&load(&config)?).await?;
+            db.create_product(&model).await?;
+            accounts::audit(
+                &db,
+                &Actor::cli(),
+                "product.create",
+                model.id.as_str(),
+                Outcome::Success,
+                &format!("{} fields declared", model.fields.len()),
+            )
+            .await?;
+            println!(
+                "product model {} ({}, hardware {}) saved with {} telemetry field(s)",
+                model.id,
+                model.name,
+                model.hardware_revision,
+                model.fields.len()
+            );
+            if model.fields.is_empty() {
+                println!("note: devices of this model may send no telemetry fields at all");
+            }
+        }
+        ProductAction::List { output, config } => {
+            let db = palisade_hub::open_database(&load(&config)?).await?;
+            let products = db.products().await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&products)?),
+                Output::Text => {
+                    println!("{:<24} {:<32} {:<10} FIELDS", "ID", "NAME", "HARDWARE");
+                    for p in products {
+                        let names: Vec<&str> = p.fields.iter().map(|f| f.name.as_str()).collect();
+                        println!(
+                            "{:<24} {:<32} {:<10} {}",
+                            p.id,
+                            p.name,
+                            p.hardware_revision,
+                            names.join(",")
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Create `path` for secrets: new file only (never overwrite or follow an existing
+/// link), mode 0600 from the start.
+fn create_secret_file(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => anyhow::anyhow!(
+                "{} already exists; choose another --out (existing codes are never overwritten)",
+                path.display()
+            ),
+            _ => anyhow::anyhow!("cannot create {}: {e}", path.display()),
+        })
+}
+
+async fn device(action: DeviceAction) -> Result<ExitCode> {
+    match action {
+        DeviceAction::Codes {
+            product,
+            count,
+            out,
+            valid_days,
+            config,
+        } => {
+            let product = ProductId::parse(&product).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let db = palisade_hub::open_database(&load(&config)?).await?;
+            if db.product(&product).await?.is_none() {
+                bail!("no product model {product}; define it first with `palisade product add`");
+            }
+            // The file first: if it cannot be created, no codes are made.
+            let mut file = create_secret_file(&out)?;
+            let codes = db
+                .create_claim_codes(&product, count as usize, i64::from(valid_days) * 86_400)
+                .await?;
+            let written = file
+                .write_all(device_admin::claim_codes_csv(&codes).as_bytes())
+                .and_then(|()| file.sync_all());
+            if let Err(e) = written {
+                // The codes exist only as digests; nobody knows them, so they are harmless.
+                let _ = std::fs::remove_file(&out);
+                bail!(
+                    "cannot write {}: {e}; no usable codes were issued",
+                    out.display()
+                );
+            }
+            accounts::audit(
+                &db,
+                &Actor::cli(),
+                "device.codes",
+                product.as_str(),
+                Outcome::Success,
+                &format!("{count} claim codes, valid {valid_days} days"),
+            )
+            .await?;
+            let until = codes.first().map_or_else(
+                || "-".into(),
+                |c| palisade_hub::web::pages::fmt_time(c.expires_at),
+            );
+            println!(
+                "{count} claim codes for {product} written to {} (mode 0600), valid until {until}.",
+                out.display()
+            );
+            println!(
+                "Load each claim_code onto one device; print its pairing_code on that device's label."
+            );
+            println!(
+                "The hub stores only digests: this file is the only copy. Keep it secret and delete it once the devices are made."
+            );
+        }
+        DeviceAction::List { output, config } => {
+            let db = palisade_hub::open_database(&load(&config)?).await?;
+            let devices = db.devices().await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&devices)?),
+                Output::Text => {
+                    println!(
+                        "{:<32} {:<16} {:<9} {:<32} {:<20} LAST SEEN",
+                        "DEVICE", "PRODUCT", "STATUS", "OWNER", "CERT EXPIRES"
+                    );
+                    for d in devices {
+                        println!(
+                            "{:<32} {:<16} {:<9} {:<32} {:<20} {}",
+                            d.id,
+                            d.product_id,
+                            d.status.as_str(),
+                            d.owner_id.as_ref().map_or("-", |o| o.as_str()),
+                            palisade_hub::web::pages::fmt_time(d.cert_not_after),
+                            d.last_seen_at
+                                .map_or_else(|| "never".into(), palisade_hub::web::pages::fmt_time)
+                        );
+                    }
+                }
+            }
+        }
+        DeviceAction::Revoke { device_id, config } => {
+            let id = DeviceId::parse(&device_id)
+                .with_context(|| format!("{device_id:?} is not a device id (32 hex digits)"))?;
+            let db = palisade_hub::open_database(&load(&config)?).await?;
+            let device = db
+                .device(&id)
+                .await?
+                .with_context(|| format!("no device {id}"))?;
+            if device.status == DeviceStatus::Revoked {
+                println!("{id} is already revoked");
+                return Ok(ExitCode::SUCCESS);
+            }
+            db.set_device_status(&id, DeviceStatus::Revoked).await?;
+            accounts::audit(
+                &db,
+                &Actor::cli(),
+                "device.revoke",
+                id.as_str(),
+                Outcome::Success,
+                "revoked from the command line",
+            )
+            .await?;
+            println!(
+                "{id} revoked: a running hub refuses it at its next connection. To drop a live connection at once, revoke through the console or API."
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

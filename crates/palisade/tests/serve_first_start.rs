@@ -24,6 +24,9 @@ fn serve(data: &std::path::Path, port: u16) -> (Child, Vec<String>) {
             &data.display().to_string(),
             "--listen",
             &format!("127.0.0.1:{port}"),
+            // Any free port: the default 8883 may be taken on a shared machine.
+            "--mqtt-listen",
+            "127.0.0.1:0",
         ])
         .env("PALISADE_LOG", "error")
         .stdout(Stdio::piped())

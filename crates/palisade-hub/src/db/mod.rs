@@ -5,6 +5,7 @@
 //! just a crash of the process. SQL is written once, in the dialect both engines share
 //! (`$N` placeholders, BIGINT times in Unix seconds, TEXT identifiers).
 
+pub mod device_admin;
 pub mod devices;
 mod schema;
 pub mod sessions;

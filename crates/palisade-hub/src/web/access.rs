@@ -23,6 +23,8 @@ pub enum Access {
     AnySession,
     /// A signed-in account of any role.
     Signed,
+    /// Fleet staff: administrators and operators, with a full session.
+    Staff,
     /// Administrators only.
     Admin,
 }
@@ -57,6 +59,10 @@ impl Principal {
     pub fn is_admin(&self) -> bool {
         self.is_full() && self.user.role == Role::Admin
     }
+    /// An administrator or operator: may see and act on the whole fleet.
+    pub fn is_staff(&self) -> bool {
+        self.is_full() && matches!(self.user.role, Role::Admin | Role::Operator)
+    }
 }
 
 /// Route middleware: refuse the request unless the principal satisfies the route's access.
@@ -75,6 +81,7 @@ pub async fn require(
             p.session().is_some() && (p.stage() == Stage::Enrol || p.is_full())
         }
         (Access::Signed, Some(p)) => p.is_full(),
+        (Access::Staff, Some(p)) => p.is_staff(),
         (Access::Admin, Some(p)) => p.is_admin(),
     };
     if !allowed {

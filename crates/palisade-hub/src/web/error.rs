@@ -13,8 +13,14 @@ pub enum WebError {
     Unauthorized,
     #[error("You do not have permission to do this.")]
     Forbidden,
+    /// Refused, with a message saying why (e.g. a claim code that is not valid).
+    #[error("{0}")]
+    Denied(String),
     #[error("Not found.")]
     NotFound,
+    /// The object is not in a state that allows this (never says whose it is).
+    #[error("{0}")]
+    Conflict(String),
     /// A message for the user about what they sent (never internal detail).
     #[error("{0}")]
     BadRequest(String),
@@ -38,8 +44,9 @@ impl WebError {
     pub fn status(&self) -> StatusCode {
         match self {
             WebError::Unauthorized => StatusCode::UNAUTHORIZED,
-            WebError::Forbidden | WebError::Csrf => StatusCode::FORBIDDEN,
+            WebError::Forbidden | WebError::Csrf | WebError::Denied(_) => StatusCode::FORBIDDEN,
             WebError::NotFound => StatusCode::NOT_FOUND,
+            WebError::Conflict(_) => StatusCode::CONFLICT,
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             WebError::Busy => StatusCode::SERVICE_UNAVAILABLE,

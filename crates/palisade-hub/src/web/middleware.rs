@@ -185,6 +185,16 @@ pub async fn csrf(
     {
         return Ok(next.run(request).await);
     }
+    // Device enrolment is the one exemption from the token check. CSRF abuses an
+    // ambient credential (a cookie the browser adds by itself); enrolment has none: its
+    // only credential is the claim code in the JSON body, its handler reads no session
+    // or cookie, so a forged cross-site request can do nothing its forger could not do
+    // directly. Devices have no page to fetch a token from. The Origin and
+    // Fetch-Metadata checks above still apply, and the handler takes JSON only, which a
+    // cross-site page cannot send without a CORS preflight the hub never grants.
+    if request.method() == Method::POST && request.uri().path() == super::devices::ENROL_PATH {
+        return Ok(next.run(request).await);
+    }
     let expected = request
         .extensions()
         .get::<CsrfToken>()

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod api;
 pub mod console;
+pub mod devices;
 pub mod error;
 pub mod middleware;
 pub mod pages;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub hub_ca_pem: Arc<str>,
     /// Live device connections.
     pub fleet: Arc<crate::mqtt::Fleet>,
+    /// The port devices connect to (the bound one, also when configured as 0).
+    pub mqtt_port: u16,
 }
 
 /// One route and who may call it.
@@ -169,6 +172,23 @@ fn routes(state: AppState) -> Routes {
         )
         .add("GET", "/api/v1/audit", Admin, get(api::audit))
         .add("GET", "/api/v1/audit/verify", Admin, get(api::audit_verify))
+        .add("GET", "/api/v1/products", Signed, get(devices::products))
+        .add("GET", "/api/v1/devices", Signed, get(devices::list))
+        .add("GET", "/api/v1/devices/{id}", Signed, get(devices::show))
+        .add(
+            "POST",
+            "/api/v1/devices/claim",
+            Signed,
+            post(devices::claim),
+        )
+        .add(
+            "POST",
+            "/api/v1/devices/{id}/revoke",
+            Staff,
+            post(devices::revoke),
+        )
+        // The claim code in the body is the credential (AUTH-2); see `middleware::csrf`.
+        .add("POST", devices::ENROL_PATH, Public, post(devices::enroll))
 }
 
 /// Every route with its access decision.

@@ -3,6 +3,7 @@
 //! can plant, keep or replay them).
 #![allow(dead_code)]
 
+pub mod devices;
 pub mod postgres;
 
 use palisade_crypto::totp::TotpSecret;

@@ -1,0 +1,884 @@
+//! One device connection, after the TLS handshake: the MQTT 3.1.1 / 5 session on top of
+//! the sans-I/O engine of `mqtt-protocol-core` (which only encodes, decodes and checks
+//! the wire protocol). Identity, authorisation, limits and storage are decided here.
+//!
+//! - Identity is the verified client certificate, looked up before the CONNECT packet
+//!   is read; client id, user name and password are ignored for identity. An unknown or
+//!   inactive device gets CONNACK "not authorised" (3.1.1 return code 5, v5 reason
+//!   0x87) and the connection is closed (AUTH-10).
+//! - CONNECT must arrive within `tls_handshake_timeout_secs`; keep-alive is capped at
+//!   `mqtt_keep_alive_max_secs` (v5 clients are told with Server Keep Alive) and a
+//!   connection silent for 1.5× its keep-alive is closed.
+//! - Publish and subscribe only on the device's own topics ([`super::topics`], ACC-2);
+//!   at most `mqtt_topics_per_subscribe` filters per SUBSCRIBE and [`MAX_SUBSCRIPTIONS`]
+//!   per connection; QoS 2 is not offered (v5 CONNACK says Maximum QoS 1) and a QoS 2
+//!   PUBLISH ends the connection; retained messages are not kept (v5 CONNACK says so;
+//!   a v3.1.1 retain flag is ignored); packets above `mqtt_max_packet_bytes` end the
+//!   connection before they are buffered; a token bucket per device
+//!   ([`super::rate`]) enforces `mqtt_publishes_per_minute` (RES-2).
+//! - Telemetry is validated against the product model (DATA-1) and queued to the
+//!   telemetry writer; a QoS 1 PUBACK is sent only once the writer reports the batch
+//!   committed (RES-1). PUBACKs keep the order of the PUBLISH packets, and at most
+//!   `mqtt_inflight` QoS 1 messages wait for storage before the connection is read any
+//!   further (back-pressure). A failed commit closes the connection without PUBACK, so
+//!   the device sends the message again.
+//! - Events and state (`devices/{id}/events`, `…/state`) are authorised and
+//!   acknowledged; nothing stores them yet.
+//!
+//! Refusing a single message: MQTT 5 can say why per message (PUBACK reason codes 0x87
+//! not authorised, 0x97 quota exceeded — used for the rate limit, since 0x96 is a
+//! DISCONNECT-only code — and 0x99 payload format invalid), so a refused QoS 1 message
+//! gets a negative PUBACK and the connection stays up; a refused QoS 0 message can only
+//! be answered with DISCONNECT carrying the reason. MQTT 3.1.1 has no negative PUBACK:
+//! acknowledging would tell the device its data was accepted, and staying silent would
+//! leave the packet id in flight for ever, so a refused message on 3.1.1 closes the
+//! connection (after the PUBACKs of earlier, stored messages have been sent). The
+//! device sees the failure, and the refusal is logged and, for telemetry, counted in
+//! the device's `rejected_messages`.
+
+use super::Fleet;
+use super::rate::{self, Budgets, SharedBucket};
+use super::topics::{DeviceTopics, OwnTopic};
+use crate::config::Limits;
+use crate::db::Db;
+use crate::db::devices::DeviceStatus;
+use crate::ids::DeviceId;
+use crate::telemetry::{self, Schema, Writer};
+use mqtt_protocol_core::mqtt;
+use mqtt_protocol_core::mqtt::common::Cursor;
+use mqtt_protocol_core::mqtt::connection::{ConnectionOptions, Event};
+use mqtt_protocol_core::mqtt::packet::{self as pkt, Packet, Property, Qos, v3_1_1, v5_0};
+use mqtt_protocol_core::mqtt::prelude::GenericPacketTrait;
+use mqtt_protocol_core::mqtt::result_code::{
+    ConnectReasonCode, ConnectReturnCode, DisconnectReasonCode, MqttError, PubackReasonCode,
+    SubackReasonCode, SubackReturnCode, UnsubackReasonCode,
+};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+/// Distinct topic filters one connection may hold.
+pub const MAX_SUBSCRIPTIONS: usize = 32;
+
+/// Bytes read from the connection at a time (the engine assembles packets up to
+/// `mqtt_max_packet_bytes` from these pieces).
+const READ_CHUNK: usize = 2048;
+
+/// What every connection shares.
+pub(super) struct Shared {
+    pub db: Db,
+    pub fleet: Arc<Fleet>,
+    pub writer: Writer,
+    pub limits: Limits,
+    pub budgets: Budgets,
+}
+
+/// Who the certificate says the peer is, decided before the CONNECT packet is read.
+pub(super) enum Admission {
+    /// An active device, with its product model's telemetry schema and the SHA-256 of
+    /// the certificate it presented.
+    Device {
+        id: DeviceId,
+        schema: Schema,
+        fingerprint: String,
+    },
+    /// Unknown certificate or inactive device: answered "not authorised".
+    Refused,
+    /// The database could not be asked: answered "server unavailable" (fail closed).
+    Unavailable,
+}
+
+/// The transport with the MQTT engine and its buffers.
+struct Io<S> {
+    stream: S,
+    conn: mqtt::Connection<mqtt::role::Server>,
+    /// Bytes read but not yet fed to the engine (kept when the inflight window is full).
+    inbuf: Vec<u8>,
+    inpos: usize,
+    out: Vec<u8>,
+    /// The engine asked to close, or reported a protocol error.
+    closed: bool,
+    write_timeout: Duration,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
+    fn is_v5(&self) -> bool {
+        self.conn.get_protocol_version() == mqtt::Version::V5_0
+    }
+
+    fn buffered(&self) -> bool {
+        self.inpos < self.inbuf.len()
+    }
+
+    /// Read more bytes; false at end of stream or on error.
+    async fn read_more(&mut self) -> bool {
+        if !self.buffered() {
+            self.inbuf.clear();
+            self.inpos = 0;
+        }
+        self.inbuf.reserve(READ_CHUNK);
+        matches!(self.stream.read_buf(&mut self.inbuf).await, Ok(n) if n > 0)
+    }
+
+    /// Feed buffered bytes to the engine until one packet is complete or the buffer is
+    /// used up; returns the packets received (None when nothing was buffered).
+    fn parse_one(&mut self) -> Option<Vec<Packet>> {
+        if !self.buffered() {
+            return None;
+        }
+        let mut cursor = Cursor::new(&self.inbuf[self.inpos..]);
+        let events = self.conn.recv(&mut cursor);
+        self.inpos += usize::try_from(cursor.position()).unwrap_or(usize::MAX);
+        Some(self.apply(events))
+    }
+
+    /// Act on engine events; returns the packets received.
+    fn apply(&mut self, events: Vec<Event>) -> Vec<Packet> {
+        let mut received = Vec::new();
+        for event in events {
+            match event {
+                Event::NotifyPacketReceived(packet) => received.push(packet),
+                Event::RequestSendPacket { packet, .. } => {
+                    self.out.extend_from_slice(&packet.to_continuous_buffer());
+                }
+                Event::RequestClose => self.closed = true,
+                Event::NotifyError(e) => {
+                    tracing::debug!("MQTT protocol error: {e:?}");
+                    self.closed = true;
+                }
+                // Timers are ours (keep-alive below); packet ids are never allocated
+                // because the hub does not publish on this connection yet.
+                Event::RequestTimerReset { .. }
+                | Event::RequestTimerCancel(_)
+                | Event::NotifyPacketIdReleased(_) => {}
+            }
+        }
+        received
+    }
+
+    fn send(&mut self, packet: Result<Packet, MqttError>) {
+        match packet {
+            Ok(packet) => {
+                let events = self.conn.send(packet);
+                let _ = self.apply(events);
+            }
+            Err(e) => {
+                tracing::warn!("could not build an MQTT packet: {e:?}");
+                self.closed = true;
+            }
+        }
+    }
+
+    fn puback(&mut self, packet_id: u16, reason: PubackReasonCode) {
+        let packet = if self.is_v5() {
+            let builder = v5_0::Puback::builder().packet_id(packet_id);
+            let builder = if reason == PubackReasonCode::Success {
+                builder
+            } else {
+                builder.reason_code(reason)
+            };
+            builder.build().map(Packet::from)
+        } else {
+            v3_1_1::Puback::builder()
+                .packet_id(packet_id)
+                .build()
+                .map(Packet::from)
+        };
+        self.send(packet);
+    }
+
+    /// v5: DISCONNECT with a reason; either version: close.
+    fn disconnect(&mut self, reason: DisconnectReasonCode) {
+        if self.is_v5() && !self.closed {
+            self.send(
+                v5_0::Disconnect::builder()
+                    .reason_code(reason)
+                    .build()
+                    .map(Packet::from),
+            );
+        }
+        self.closed = true;
+    }
+
+    /// Write out what is pending; false if the peer does not take it in time.
+    async fn flush(&mut self) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let written = tokio::time::timeout(self.write_timeout, async {
+            self.stream.write_all(&self.out).await?;
+            self.stream.flush().await
+        })
+        .await;
+        if self.out.capacity() > 4 * READ_CHUNK {
+            self.out = Vec::new();
+        } else {
+            self.out.clear();
+        }
+        matches!(written, Ok(Ok(())))
+    }
+
+    /// Write out what is pending and end TLS with close_notify (bounded).
+    async fn finish(&mut self) {
+        if self.flush().await {
+            let _ = tokio::time::timeout(self.write_timeout, self.stream.shutdown()).await;
+        }
+    }
+}
+
+/// Run one connection to its end.
+pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    admission: Admission,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    peer: std::net::SocketAddr,
+) {
+    let limits = &shared.limits;
+    let connect_timeout = Duration::from_secs(limits.tls_handshake_timeout_secs);
+    let options = ConnectionOptions::new()
+        .maximum_packet_size_recv(u32::try_from(limits.mqtt_max_packet_bytes).unwrap_or(u32::MAX))
+        .receive_maximum(u16::try_from(limits.mqtt_inflight).unwrap_or(u16::MAX));
+    let mut conn =
+        mqtt::Connection::<mqtt::role::Server>::with_options(mqtt::Version::Undetermined, options);
+    conn.set_auto_pub_response(false);
+    conn.set_auto_ping_response(true);
+    let mut io = Io {
+        stream,
+        conn,
+        inbuf: Vec::new(),
+        inpos: 0,
+        out: Vec::new(),
+        closed: false,
+        write_timeout: connect_timeout.max(Duration::from_secs(10)),
+    };
+
+    // CONNECT, within the deadline.
+    let deadline = Instant::now() + connect_timeout;
+    let connect = loop {
+        if io.closed || *stop.borrow() {
+            io.finish().await;
+            return;
+        }
+        if let Some(mut packets) = io.parse_one() {
+            if !packets.is_empty() {
+                break packets.swap_remove(0);
+            }
+            continue;
+        }
+        tokio::select! {
+            more = tokio::time::timeout_at(deadline, io.read_more()) => {
+                if !matches!(more, Ok(true)) {
+                    tracing::debug!(%peer, "no CONNECT in time");
+                    io.finish().await;
+                    return;
+                }
+            }
+            _ = stop.changed() => {
+                io.finish().await;
+                return;
+            }
+        }
+    };
+    let info = ConnectInfo::of(&connect);
+    let Some(info) = info else {
+        return; // the engine only lets CONNECT through first; anything else is a bug
+    };
+    let (device, schema, fingerprint) = match admission {
+        Admission::Device {
+            id,
+            schema,
+            fingerprint,
+        } => (id, schema, fingerprint),
+        Admission::Refused => {
+            tracing::info!(%peer, "device connection refused: unknown or inactive certificate");
+            refuse_connect(&mut io, ConnectRefusal::NotAuthorized);
+            io.finish().await;
+            return;
+        }
+        Admission::Unavailable => {
+            refuse_connect(&mut io, ConnectRefusal::ServerUnavailable);
+            io.finish().await;
+            return;
+        }
+    };
+    let topics = DeviceTopics::new(&device);
+    if let Some(will) = &info.will_topic
+        && !topics.may_publish(will)
+    {
+        tracing::warn!(%device, "CONNECT with a will outside the device's topics refused");
+        refuse_connect(&mut io, ConnectRefusal::NotAuthorized);
+        io.finish().await;
+        return;
+    }
+    if info.auth_method {
+        refuse_connect(&mut io, ConnectRefusal::BadAuthenticationMethod);
+        io.finish().await;
+        return;
+    }
+    if !io.is_v5() && info.client_id_empty && !info.clean {
+        // MQTT-3.1.3-8: a zero-length client id needs a clean session.
+        refuse_connect(&mut io, ConnectRefusal::IdentifierRejected);
+        io.finish().await;
+        return;
+    }
+
+    let max_keep_alive = limits.mqtt_keep_alive_max_secs.max(1);
+    let keep_alive = match u64::from(info.keep_alive) {
+        0 => max_keep_alive,
+        k => k.min(max_keep_alive),
+    };
+    let registration = shared.fleet.register(&device);
+    // Revocation sets the status, then drops live connections. Checking the status
+    // again now that this connection is registered closes the gap since `admit`: a
+    // revocation either finds this connection registered, or is visible here.
+    let still = match shared.db.device_by_certificate(&fingerprint).await {
+        Ok(Some(d)) if d.id == device && d.status == DeviceStatus::Active => Ok(()),
+        Ok(_) => Err(ConnectRefusal::NotAuthorized),
+        Err(e) => {
+            tracing::warn!(%device, "device lookup failed: {e}");
+            Err(ConnectRefusal::ServerUnavailable)
+        }
+    };
+    if let Err(why) = still {
+        refuse_connect(&mut io, why);
+        io.finish().await;
+        shared.fleet.unregister(&device, registration.id);
+        return;
+    }
+    if let Err(e) = shared.db.touch_device(&device).await {
+        tracing::warn!(%device, "could not record last seen: {e}");
+    }
+    accept_connect(&mut io, &info, keep_alive, &device);
+    tracing::debug!(%device, %peer, v5 = io.is_v5(), "device connected");
+
+    let mut session = Live {
+        io,
+        shared: &shared,
+        device: device.clone(),
+        topics,
+        schema,
+        pending: VecDeque::new(),
+        inflight: limits.mqtt_inflight.max(1),
+        bucket: shared
+            .budgets
+            .bucket(&device, limits.mqtt_publishes_per_minute),
+        subscriptions: Vec::new(),
+        silence: Duration::from_millis(keep_alive * 1500),
+        last_heard: Instant::now(),
+        end: None,
+    };
+    session.serve(registration.closed, &mut stop).await;
+    shared.budgets.release(&device, session.bucket);
+    shared.fleet.unregister(&device, registration.id);
+    tracing::debug!(%device, "device disconnected");
+}
+
+/// The parts of a CONNECT packet the session looks at.
+struct ConnectInfo {
+    keep_alive: u16,
+    client_id_empty: bool,
+    clean: bool,
+    will_topic: Option<String>,
+    /// v5 enhanced authentication was asked for (not offered: the certificate is it).
+    auth_method: bool,
+}
+
+impl ConnectInfo {
+    fn of(packet: &Packet) -> Option<Self> {
+        match packet {
+            Packet::V3_1_1Connect(c) => Some(Self {
+                keep_alive: c.keep_alive(),
+                client_id_empty: c.client_id().is_empty(),
+                clean: c.clean_session(),
+                will_topic: c.will_topic().map(str::to_owned),
+                auth_method: false,
+            }),
+            Packet::V5_0Connect(c) => Some(Self {
+                keep_alive: c.keep_alive(),
+                client_id_empty: c.client_id().is_empty(),
+                clean: c.clean_start(),
+                will_topic: c.will_topic().map(str::to_owned),
+                auth_method: c
+                    .props()
+                    .iter()
+                    .any(|p| matches!(p, Property::AuthenticationMethod(_))),
+            }),
+            _ => None,
+        }
+    }
+}
+
+enum ConnectRefusal {
+    NotAuthorized,
+    ServerUnavailable,
+    BadAuthenticationMethod,
+    IdentifierRejected,
+}
+
+fn refuse_connect<S: AsyncRead + AsyncWrite + Unpin>(io: &mut Io<S>, why: ConnectRefusal) {
+    let packet = if io.is_v5() {
+        let reason = match why {
+            ConnectRefusal::NotAuthorized => ConnectReasonCode::NotAuthorized,
+            ConnectRefusal::ServerUnavailable => ConnectReasonCode::ServerUnavailable,
+            ConnectRefusal::BadAuthenticationMethod => ConnectReasonCode::BadAuthenticationMethod,
+            ConnectRefusal::IdentifierRejected => ConnectReasonCode::ClientIdentifierNotValid,
+        };
+        v5_0::Connack::builder()
+            .session_present(false)
+            .reason_code(reason)
+            .build()
+            .map(Packet::from)
+    } else {
+        let code = match why {
+            ConnectRefusal::IdentifierRejected => ConnectReturnCode::IdentifierRejected,
+            ConnectRefusal::ServerUnavailable => ConnectReturnCode::ServerUnavailable,
+            _ => ConnectReturnCode::NotAuthorized,
+        };
+        v3_1_1::Connack::builder()
+            .session_present(false)
+            .return_code(code)
+            .build()
+            .map(Packet::from)
+    };
+    io.send(packet);
+    io.closed = true;
+}
+
+fn accept_connect<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut Io<S>,
+    info: &ConnectInfo,
+    keep_alive: u64,
+    device: &DeviceId,
+) {
+    let packet = if io.is_v5() {
+        // Maximum Packet Size and Receive Maximum are added by the engine from its options.
+        let mut props: Vec<Property> = Vec::new();
+        let mut push = |p: Result<Property, MqttError>| {
+            if let Ok(p) = p {
+                props.push(p);
+            }
+        };
+        push(pkt::MaximumQos::new(1).map(Property::from));
+        push(pkt::RetainAvailable::new(0).map(Property::from));
+        push(pkt::SharedSubscriptionAvailable::new(0).map(Property::from));
+        if u64::from(info.keep_alive) != keep_alive {
+            push(
+                pkt::ServerKeepAlive::new(u16::try_from(keep_alive).unwrap_or(u16::MAX))
+                    .map(Property::from),
+            );
+        }
+        if info.client_id_empty {
+            push(pkt::AssignedClientIdentifier::new(device.as_str()).map(Property::from));
+        }
+        v5_0::Connack::builder()
+            .session_present(false)
+            .reason_code(ConnectReasonCode::Success)
+            .props(props)
+            .build()
+            .map(Packet::from)
+    } else {
+        v3_1_1::Connack::builder()
+            .session_present(false)
+            .return_code(ConnectReturnCode::Accepted)
+            .build()
+            .map(Packet::from)
+    };
+    io.send(packet);
+}
+
+/// A QoS 1 message whose PUBACK is not sent yet, in arrival order.
+enum Pending {
+    /// Waiting for the telemetry writer's commit.
+    Stored {
+        packet_id: u16,
+        ack: oneshot::Receiver<bool>,
+    },
+    /// Decided already (refused on v5, or not stored); sent when its turn comes.
+    Reply {
+        packet_id: u16,
+        reason: PubackReasonCode,
+    },
+}
+
+/// How the session ends.
+enum End {
+    /// Send the PUBACKs of messages already stored, then (v5) DISCONNECT and close.
+    Graceful(Option<DisconnectReasonCode>),
+    /// Close now (protocol error, peer gone, revoked, storage failed).
+    Now(Option<DisconnectReasonCode>),
+}
+
+/// A connected device's session.
+struct Live<'a, S> {
+    io: Io<S>,
+    shared: &'a Shared,
+    device: DeviceId,
+    topics: DeviceTopics,
+    schema: Schema,
+    pending: VecDeque<Pending>,
+    inflight: usize,
+    bucket: SharedBucket,
+    subscriptions: Vec<String>,
+    silence: Duration,
+    last_heard: Instant,
+    end: Option<End>,
+}
+
+/// The commit result of the oldest pending message (never resolves if it has none).
+async fn front_ack(pending: &mut VecDeque<Pending>) -> bool {
+    match pending.front_mut() {
+        Some(Pending::Stored { ack, .. }) => ack.await.unwrap_or(false),
+        _ => std::future::pending().await,
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
+    async fn serve(&mut self, mut closed: watch::Receiver<bool>, stop: &mut watch::Receiver<bool>) {
+        if *closed.borrow() || *stop.borrow() {
+            self.end = Some(End::Now(Some(DisconnectReasonCode::AdministrativeAction)));
+        }
+        while self.end.is_none() {
+            // Parse what is buffered, as far as the inflight window allows.
+            while self.end.is_none() && self.pending.len() < self.inflight {
+                let Some(packets) = self.io.parse_one() else {
+                    break;
+                };
+                for packet in packets {
+                    self.last_heard = Instant::now();
+                    self.on_packet(packet).await;
+                    if self.end.is_some() {
+                        break;
+                    }
+                }
+                if self.io.closed && self.end.is_none() {
+                    self.end = Some(End::Now(None));
+                }
+            }
+            self.send_decided();
+            if !self.io.flush().await {
+                return;
+            }
+            if self.end.is_some() {
+                break;
+            }
+            let can_read = self.pending.len() < self.inflight && !self.io.buffered();
+            let awaiting_commit = matches!(self.pending.front(), Some(Pending::Stored { .. }));
+            let silent_until = self.last_heard + self.silence;
+            tokio::select! {
+                _ = closed.changed() => {
+                    // Revoked, or replaced by a newer connection of the same device.
+                    let reason = if self.shared.fleet.is_connected(&self.device) {
+                        DisconnectReasonCode::SessionTakenOver
+                    } else {
+                        DisconnectReasonCode::AdministrativeAction
+                    };
+                    tracing::info!(device = %self.device, "device connection dropped by the hub");
+                    self.end = Some(End::Now(Some(reason)));
+                }
+                _ = stop.changed() => {
+                    self.end = Some(End::Now(Some(DisconnectReasonCode::ServerShuttingDown)));
+                }
+                committed = front_ack(&mut self.pending), if awaiting_commit => {
+                    self.last_heard = Instant::now();
+                    if committed {
+                        if let Some(Pending::Stored { packet_id, .. }) = self.pending.pop_front() {
+                            self.io.puback(packet_id, PubackReasonCode::Success);
+                        }
+                    } else {
+                        // Not stored: no PUBACK; the device will send it again.
+                        self.end = Some(End::Now(Some(DisconnectReasonCode::UnspecifiedError)));
+                    }
+                }
+                more = self.io.read_more(), if can_read => {
+                    if !more {
+                        self.end = Some(End::Now(None));
+                    }
+                }
+                _ = tokio::time::sleep_until(silent_until) => {
+                    tracing::debug!(device = %self.device, "keep-alive expired");
+                    self.end = Some(End::Graceful(Some(DisconnectReasonCode::KeepAliveTimeout)));
+                }
+            }
+        }
+        match self.end.take() {
+            Some(End::Graceful(reason)) => {
+                self.drain().await;
+                if let Some(reason) = reason {
+                    self.io.disconnect(reason);
+                }
+            }
+            Some(End::Now(Some(reason))) => self.io.disconnect(reason),
+            Some(End::Now(None)) | None => {}
+        }
+        self.io.finish().await;
+    }
+
+    /// Send PUBACKs whose turn has come and that need no commit.
+    fn send_decided(&mut self) {
+        while let Some(Pending::Reply { packet_id, reason }) = self.pending.front() {
+            let (packet_id, reason) = (*packet_id, *reason);
+            self.pending.pop_front();
+            self.io.puback(packet_id, reason);
+        }
+    }
+
+    /// Before a graceful close: acknowledge what was stored (bounded wait).
+    async fn drain(&mut self) {
+        let deadline = Instant::now() + self.io.write_timeout;
+        while let Some(front) = self.pending.pop_front() {
+            match front {
+                Pending::Reply { packet_id, reason } => self.io.puback(packet_id, reason),
+                Pending::Stored { packet_id, ack } => {
+                    match tokio::time::timeout_at(deadline, ack).await {
+                        Ok(Ok(true)) => self.io.puback(packet_id, PubackReasonCode::Success),
+                        _ => break,
+                    }
+                }
+            }
+        }
+        self.pending.clear();
+    }
+
+    async fn on_packet(&mut self, packet: Packet) {
+        match packet {
+            Packet::V3_1_1Publish(p) => {
+                let payload = p.payload().as_slice();
+                self.on_publish(p.qos(), p.packet_id(), p.topic_name(), payload, false)
+                    .await;
+            }
+            Packet::V5_0Publish(p) => {
+                let payload = p.payload().as_slice();
+                self.on_publish(p.qos(), p.packet_id(), p.topic_name(), payload, p.retain())
+                    .await;
+            }
+            Packet::V3_1_1Subscribe(s) => {
+                let filters = s
+                    .entries()
+                    .iter()
+                    .map(|e| (e.topic_filter().to_owned(), e.sub_opts().qos()))
+                    .collect();
+                self.on_subscribe(s.packet_id(), filters);
+            }
+            Packet::V5_0Subscribe(s) => {
+                let filters = s
+                    .entries()
+                    .iter()
+                    .map(|e| (e.topic_filter().to_owned(), e.sub_opts().qos()))
+                    .collect();
+                self.on_subscribe(s.packet_id(), filters);
+            }
+            Packet::V3_1_1Unsubscribe(u) => {
+                let filters = u.entries().iter().map(|f| f.as_str().to_owned()).collect();
+                self.on_unsubscribe(u.packet_id(), filters);
+            }
+            Packet::V5_0Unsubscribe(u) => {
+                let filters = u.entries().iter().map(|f| f.as_str().to_owned()).collect();
+                self.on_unsubscribe(u.packet_id(), filters);
+            }
+            // PINGRESP is sent by the engine; the packet only refreshes `last_heard`.
+            Packet::V3_1_1Pingreq(_) | Packet::V5_0Pingreq(_) => {}
+            Packet::V3_1_1Disconnect(_) | Packet::V5_0Disconnect(_) => {
+                self.end = Some(End::Now(None));
+            }
+            other => {
+                tracing::debug!(device = %self.device, "unexpected {:?} from a device", other.packet_type());
+                self.end = Some(End::Now(Some(DisconnectReasonCode::ProtocolError)));
+            }
+        }
+    }
+
+    /// Refuse one PUBLISH: v5 QoS 1 gets a negative PUBACK in its turn; v5 QoS 0 gets
+    /// DISCONNECT with the reason; 3.1.1 (no negative PUBACK) ends the connection.
+    fn refuse(
+        &mut self,
+        qos: Qos,
+        packet_id: Option<u16>,
+        puback: PubackReasonCode,
+        disconnect: DisconnectReasonCode,
+    ) {
+        match (self.io.is_v5(), qos, packet_id) {
+            (true, Qos::AtLeastOnce, Some(packet_id)) => self.pending.push_back(Pending::Reply {
+                packet_id,
+                reason: puback,
+            }),
+            (true, ..) => self.end = Some(End::Graceful(Some(disconnect))),
+            (false, ..) => self.end = Some(End::Graceful(None)),
+        }
+    }
+
+    async fn on_publish(
+        &mut self,
+        qos: Qos,
+        packet_id: Option<u16>,
+        topic: &str,
+        payload: &[u8],
+        retain: bool,
+    ) {
+        if qos == Qos::ExactlyOnce {
+            // Not offered (v5 CONNACK says Maximum QoS 1; 3.1.1 cannot say it).
+            tracing::debug!(device = %self.device, "QoS 2 PUBLISH refused");
+            self.end = Some(End::Graceful(Some(DisconnectReasonCode::QosNotSupported)));
+            return;
+        }
+        if retain {
+            // v5 only (the 3.1.1 flag is ignored): CONNACK said Retain Available 0.
+            self.end = Some(End::Graceful(Some(
+                DisconnectReasonCode::RetainNotSupported,
+            )));
+            return;
+        }
+        if !rate::take(&self.bucket) {
+            tracing::warn!(device = %self.device, "device publish rate over the limit");
+            self.refuse(
+                qos,
+                packet_id,
+                PubackReasonCode::QuotaExceeded,
+                DisconnectReasonCode::MessageRateTooHigh,
+            );
+            return;
+        }
+        let ack_after = |pending: &mut VecDeque<Pending>| {
+            if let (Qos::AtLeastOnce, Some(packet_id)) = (qos, packet_id) {
+                pending.push_back(Pending::Reply {
+                    packet_id,
+                    reason: PubackReasonCode::Success,
+                });
+            }
+        };
+        match self.topics.publish(topic) {
+            None => {
+                tracing::warn!(device = %self.device, topic = %truncate(topic), "PUBLISH outside the device's topics refused");
+                self.refuse(
+                    qos,
+                    packet_id,
+                    PubackReasonCode::NotAuthorized,
+                    DisconnectReasonCode::NotAuthorized,
+                );
+            }
+            Some(OwnTopic::Events | OwnTopic::State) => ack_after(&mut self.pending),
+            Some(OwnTopic::Telemetry) => match self.schema.validate(payload) {
+                Err(why) => {
+                    tracing::info!(device = %self.device, "telemetry refused: {why}");
+                    if let Err(e) = self.shared.db.add_rejected_messages(&self.device, 1).await {
+                        tracing::warn!(device = %self.device, "could not count a refused message: {e}");
+                    }
+                    self.refuse(
+                        qos,
+                        packet_id,
+                        PubackReasonCode::PayloadFormatInvalid,
+                        DisconnectReasonCode::PayloadFormatInvalid,
+                    );
+                }
+                Ok(json) => {
+                    let (tx, rx) = match (qos, packet_id) {
+                        (Qos::AtLeastOnce, Some(id)) => {
+                            let (tx, rx) = oneshot::channel();
+                            (Some(tx), Some((id, rx)))
+                        }
+                        _ => (None, None),
+                    };
+                    let queued = self
+                        .shared
+                        .writer
+                        .submit(self.device.clone(), telemetry::now_ms(), json, tx)
+                        .await;
+                    if queued.is_err() {
+                        self.end = Some(End::Now(Some(DisconnectReasonCode::ServerShuttingDown)));
+                        return;
+                    }
+                    if let Some((packet_id, ack)) = rx {
+                        self.pending.push_back(Pending::Stored { packet_id, ack });
+                    }
+                }
+            },
+        }
+    }
+
+    fn on_subscribe(&mut self, packet_id: u16, filters: Vec<(String, Qos)>) {
+        let too_many = filters.len() > self.shared.limits.mqtt_topics_per_subscribe;
+        let mut granted: Vec<Result<Qos, SubackReasonCode>> = Vec::with_capacity(filters.len());
+        for (filter, qos) in filters {
+            let result = if too_many {
+                Err(SubackReasonCode::QuotaExceeded)
+            } else if !self.topics.may_subscribe(&filter) {
+                tracing::warn!(device = %self.device, filter = %truncate(&filter), "SUBSCRIBE outside the device's topics refused");
+                Err(SubackReasonCode::NotAuthorized)
+            } else if self.subscriptions.contains(&filter) {
+                Ok(qos.min(Qos::AtLeastOnce))
+            } else if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+                Err(SubackReasonCode::QuotaExceeded)
+            } else {
+                self.subscriptions.push(filter);
+                Ok(qos.min(Qos::AtLeastOnce))
+            };
+            granted.push(result);
+        }
+        let packet = if self.io.is_v5() {
+            let codes = granted
+                .iter()
+                .map(|g| match g {
+                    Ok(Qos::AtMostOnce) => SubackReasonCode::GrantedQos0,
+                    Ok(_) => SubackReasonCode::GrantedQos1,
+                    Err(code) => *code,
+                })
+                .collect::<Vec<_>>();
+            v5_0::Suback::builder()
+                .packet_id(packet_id)
+                .reason_codes(codes)
+                .build()
+                .map(Packet::from)
+        } else {
+            let codes = granted
+                .iter()
+                .map(|g| match g {
+                    Ok(Qos::AtMostOnce) => SubackReturnCode::SuccessMaximumQos0,
+                    Ok(_) => SubackReturnCode::SuccessMaximumQos1,
+                    Err(_) => SubackReturnCode::Failure,
+                })
+                .collect::<Vec<_>>();
+            v3_1_1::Suback::builder()
+                .packet_id(packet_id)
+                .return_codes(codes)
+                .build()
+                .map(Packet::from)
+        };
+        self.io.send(packet);
+    }
+
+    fn on_unsubscribe(&mut self, packet_id: u16, filters: Vec<String>) {
+        let codes = filters
+            .iter()
+            .map(
+                |filter| match self.subscriptions.iter().position(|s| s == filter) {
+                    Some(i) => {
+                        self.subscriptions.swap_remove(i);
+                        UnsubackReasonCode::Success
+                    }
+                    None => UnsubackReasonCode::NoSubscriptionExisted,
+                },
+            )
+            .collect::<Vec<_>>();
+        let packet = if self.io.is_v5() {
+            v5_0::Unsuback::builder()
+                .packet_id(packet_id)
+                .reason_codes(codes)
+                .build()
+                .map(Packet::from)
+        } else {
+            v3_1_1::Unsuback::builder()
+                .packet_id(packet_id)
+                .build()
+                .map(Packet::from)
+        };
+        self.io.send(packet);
+    }
+}
+
+/// A topic as it may appear in a log line (bounded).
+fn truncate(topic: &str) -> String {
+    topic.chars().take(128).collect()
+}

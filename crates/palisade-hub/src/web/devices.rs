@@ -1,0 +1,352 @@
+//! `/api/v1` for devices: enrolment by claim code (public: the code is the
+//! credential), product models, the fleet with per-object access (owners see only
+//! their own devices, ACC-2), owner claiming by pairing code, and revocation that
+//! drops the live connection at once (AUTH-10).
+
+use super::AppState;
+use super::access::Principal;
+use super::error::WebError;
+use super::middleware::ClientAddr;
+use crate::accounts::{self, Actor};
+use crate::audit::Outcome;
+use crate::db::device_admin::ClaimOutcome;
+use crate::db::devices::{Device, DeviceStatus, ProductModel};
+use crate::ids::DeviceId;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// The enrolment route. The CSRF middleware exempts exactly this path from the token
+/// check (see `middleware::csrf`), so it is named once, here.
+pub const ENROL_PATH: &str = "/api/v1/devices/enroll";
+/// Largest certificate signing request accepted (PEM).
+pub const MAX_CSR_BYTES: usize = 8 * 1024;
+/// Largest JSON body of these routes.
+const MAX_JSON_BYTES: usize = 16 * 1024;
+/// Longest claim or pairing code accepted as typed (dashes and spaces included).
+const MAX_CODE_CHARS: usize = 128;
+
+const CLAIM_NOT_VALID: &str = "claim code not valid: mistyped, already used or expired";
+const PAIRING_NOT_VALID: &str =
+    "pairing code not valid: check the code on the device's label and type it again";
+
+/// Parse a bounded JSON body; the message never echoes what was sent.
+fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, WebError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return Err(WebError::BadRequest(
+            "Send a JSON body with Content-Type: application/json.".into(),
+        ));
+    }
+    if body.len() > MAX_JSON_BYTES {
+        return Err(WebError::BadRequest(format!(
+            "The request body is larger than {MAX_JSON_BYTES} bytes."
+        )));
+    }
+    serde_json::from_slice(body).map_err(|_| {
+        WebError::BadRequest("The request body is not the JSON object this route takes.".into())
+    })
+}
+
+fn plausible_code(code: &str) -> bool {
+    !code.trim().is_empty() && code.chars().count() <= MAX_CODE_CHARS
+}
+
+/// A device as the API shows it: what is stored (never the pairing code's digest)
+/// and whether it is connected now.
+#[derive(Serialize)]
+pub struct DeviceView {
+    #[serde(flatten)]
+    device: Device,
+    connected: bool,
+}
+
+fn view(state: &AppState, device: Device) -> DeviceView {
+    DeviceView {
+        connected: state.fleet.is_connected(&device.id),
+        device,
+    }
+}
+
+/// Per-object access (ACC-2): staff see every device, an owner only their own.
+fn may_see(p: &Principal, device: &Device) -> bool {
+    p.is_staff() || device.owner_id.as_ref() == Some(&p.user.id)
+}
+
+/// The device `id` if the caller may see it. Anything else is 404, so the answer
+/// does not confirm that another owner's device id exists.
+async fn visible_device(state: &AppState, p: &Principal, id: &str) -> Result<Device, WebError> {
+    let id = DeviceId::parse(id).ok_or(WebError::NotFound)?;
+    match state.db.device(&id).await? {
+        Some(device) if may_see(p, &device) => Ok(device),
+        _ => Err(WebError::NotFound),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolRequest {
+    claim_code: String,
+    csr_pem: String,
+}
+
+#[derive(Serialize)]
+pub struct EnrolResponse {
+    device_id: DeviceId,
+    certificate_pem: String,
+    ca_pem: String,
+    not_after: i64,
+    mqtt_port: u16,
+}
+
+/// `POST /api/v1/devices/enroll`: a device trades its single-use claim code and a
+/// CSR for its certificate (AUTH-2). Takes no session or cookie: the claim code in
+/// the body is the only credential. Failed attempts are throttled per source address.
+pub async fn enroll(
+    State(state): State<AppState>,
+    Extension(ClientAddr(ip)): Extension<ClientAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WebError> {
+    let request: EnrolRequest = json_body(&headers, &body)?;
+    if request.csr_pem.len() > MAX_CSR_BYTES {
+        return Err(WebError::BadRequest(format!(
+            "csr_pem is larger than {MAX_CSR_BYTES} bytes."
+        )));
+    }
+    // Check the code before signing anything, so an invalid code costs no signature.
+    let product = if plausible_code(&request.claim_code) {
+        state.db.claim_code_product(&request.claim_code).await?
+    } else {
+        None
+    };
+    let Some(product) = product else {
+        refused(&state, ip, "claim code not valid").await?;
+        return Err(WebError::Denied(CLAIM_NOT_VALID.into()));
+    };
+    let device_id = DeviceId::generate();
+    let cert = match state
+        .hub_ca
+        .issue_device(&request.csr_pem, device_id.as_str())
+    {
+        Ok(cert) => cert,
+        Err(e) => {
+            tracing::info!(%ip, "enrolment CSR refused: {e}");
+            refused(&state, ip, "certificate signing request not valid").await?;
+            return Err(WebError::BadRequest(
+                "csr_pem is not a valid PEM certificate signing request signed by the device's key."
+                    .into(),
+            ));
+        }
+    };
+    // One transaction uses the code up and registers the device: one enrolment wins.
+    let Some(device) = state
+        .db
+        .enroll_device(
+            &request.claim_code,
+            &device_id,
+            &cert.sha256,
+            cert.not_after,
+        )
+        .await?
+    else {
+        refused(&state, ip, "claim code not valid").await?;
+        return Err(WebError::Denied(CLAIM_NOT_VALID.into()));
+    };
+    accounts::audit(
+        &state.db,
+        &Actor::anonymous(ip),
+        "device.enroll",
+        device.id.as_str(),
+        Outcome::Success,
+        &format!("product {product}; certificate sha256 {}", cert.sha256),
+    )
+    .await?;
+    let body = EnrolResponse {
+        device_id: device.id,
+        certificate_pem: cert.cert_pem,
+        ca_pem: state.hub_ca_pem.to_string(),
+        not_after: cert.not_after,
+        mqtt_port: state.mqtt_port,
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Count a failed attempt from `ip`: once a source is over the per-source limit its
+/// failures answer 429. Only failures count, so a factory line enrolling many devices
+/// from one address is not slowed, while guessing (which always fails) is.
+fn count_failure(state: &AppState, ip: IpAddr) -> Result<(), WebError> {
+    state
+        .auth
+        .attempt_from(ip)
+        .map_err(WebError::TooManyRequests)
+}
+
+/// Count and record a refused enrolment (never the claim code itself).
+async fn refused(state: &AppState, ip: IpAddr, detail: &str) -> Result<(), WebError> {
+    count_failure(state, ip)?;
+    accounts::audit(
+        &state.db,
+        &Actor::anonymous(ip),
+        "device.enroll",
+        "-",
+        Outcome::Denied,
+        detail,
+    )
+    .await?;
+    Ok(())
+}
+
+/// `GET /api/v1/products`: product models and the telemetry each declares (DATA-1).
+pub async fn products(
+    State(state): State<AppState>,
+    _: Principal,
+) -> Result<Json<Vec<ProductModel>>, WebError> {
+    Ok(Json(state.db.products().await?))
+}
+
+/// `GET /api/v1/devices`: the whole fleet for staff, an owner's own devices otherwise.
+pub async fn list(
+    State(state): State<AppState>,
+    p: Principal,
+) -> Result<Json<Vec<DeviceView>>, WebError> {
+    let devices = if p.is_staff() {
+        state.db.devices().await?
+    } else {
+        state.db.devices_owned_by(&p.user.id).await?
+    };
+    Ok(Json(devices.into_iter().map(|d| view(&state, d)).collect()))
+}
+
+/// `GET /api/v1/devices/{id}`.
+pub async fn show(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<DeviceView>, WebError> {
+    let device = visible_device(&state, &p, &id).await?;
+    Ok(Json(view(&state, device)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    pairing_code: String,
+}
+
+/// `POST /api/v1/devices/claim`: an owner binds a device to their account with the
+/// pairing code from its label (ACC-3). A device that already has an owner stays
+/// theirs (409, without saying whose).
+pub async fn claim(
+    State(state): State<AppState>,
+    p: Principal,
+    Extension(ClientAddr(ip)): Extension<ClientAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WebError> {
+    let request: ClaimRequest = json_body(&headers, &body)?;
+    let actor = Actor::user(&p.user, ip);
+    let outcome = if plausible_code(&request.pairing_code) {
+        state
+            .db
+            .claim_device(&request.pairing_code, &p.user.id)
+            .await?
+    } else {
+        ClaimOutcome::Unknown
+    };
+    // Failures count against the source (and answer 429 beyond the limit) before
+    // they are recorded, so neither guessing nor the audit log grows unbounded.
+    let refuse = async |detail: &str| -> Result<(), WebError> {
+        count_failure(&state, ip)?;
+        accounts::audit(
+            &state.db,
+            &actor,
+            "device.claim",
+            "-",
+            Outcome::Denied,
+            detail,
+        )
+        .await?;
+        Ok(())
+    };
+    match outcome {
+        ClaimOutcome::Claimed(device) => {
+            accounts::audit(
+                &state.db,
+                &actor,
+                "device.claim",
+                device.id.as_str(),
+                Outcome::Success,
+                "claimed",
+            )
+            .await?;
+            Ok((StatusCode::OK, Json(view(&state, device))).into_response())
+        }
+        ClaimOutcome::AlreadyYours(device) => {
+            Ok((StatusCode::OK, Json(view(&state, device))).into_response())
+        }
+        ClaimOutcome::OwnedByAnother => {
+            refuse("device already has an owner").await?;
+            Err(WebError::Conflict(
+                "This device already belongs to an account. The owner must remove it (or reset the device) before it can be claimed again.".into(),
+            ))
+        }
+        ClaimOutcome::NotEnrolledYet => {
+            refuse("device not enrolled yet").await?;
+            Err(WebError::Conflict(
+                "This device has not connected to the hub yet. Switch it on, wait a minute and try again."
+                    .into(),
+            ))
+        }
+        ClaimOutcome::Unknown => {
+            refuse("pairing code not valid").await?;
+            Err(WebError::Denied(PAIRING_NOT_VALID.into()))
+        }
+    }
+}
+
+/// `POST /api/v1/devices/{id}/revoke` (staff): the device's certificate is no longer
+/// accepted and its live connection, if any, drops at once (AUTH-10).
+pub async fn revoke(
+    State(state): State<AppState>,
+    p: Principal,
+    Extension(ClientAddr(ip)): Extension<ClientAddr>,
+    Path(id): Path<String>,
+) -> Result<Json<DeviceView>, WebError> {
+    if !p.is_staff() {
+        return Err(WebError::Forbidden);
+    }
+    let device = visible_device(&state, &p, &id).await?;
+    state
+        .db
+        .set_device_status(&device.id, DeviceStatus::Revoked)
+        .await?;
+    let dropped = state.fleet.disconnect(&device.id);
+    accounts::audit(
+        &state.db,
+        &Actor::user(&p.user, ip),
+        "device.revoke",
+        device.id.as_str(),
+        Outcome::Success,
+        if dropped {
+            "live connection dropped"
+        } else {
+            "not connected"
+        },
+    )
+    .await?;
+    let device = state
+        .db
+        .device(&device.id)
+        .await?
+        .ok_or(WebError::NotFound)?;
+    Ok(Json(view(&state, device)))
+}
