@@ -43,6 +43,8 @@ fi
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
 [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+# The broker lives in /usr/sbin, often not on a non-root PATH.
+command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] || missing+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 
@@ -60,7 +62,7 @@ if ((${#missing[@]} > 0)); then
     apt-get update </dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" </dev/null
 else
-    echo "All present (postgresql, chromium, chromium-driver, mosquitto-clients, openssl, python3)."
+    echo "All present (postgresql, chromium, chromium-driver, mosquitto, mosquitto-clients, openssl, python3)."
 fi
 
 # PostgreSQL's server binaries are not on PATH on Debian; append the newest.

@@ -1,0 +1,243 @@
+//! `palisade-agent`: the Palisade device agent command line (enroll, run, reset).
+#![forbid(unsafe_code)]
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use palisade_agent::enroll::{ClaimCode, EnrollOptions};
+use palisade_agent::limits::Limits;
+use palisade_agent::run::RunOptions;
+use palisade_agent::telemetry::{self, Source};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// The Palisade device agent. It only makes outgoing TLS connections to your hub,
+/// with the hub CA pinned; it never listens on a port.
+#[derive(Parser)]
+#[command(name = "palisade-agent", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enrol this device with a hub: make a key pair here, send a certificate request
+    /// with the claim code, save the certificate.
+    Enroll {
+        /// The hub's HTTPS address, e.g. https://hub.example.com:8443
+        #[arg(long)]
+        hub: String,
+        /// The hub CA certificate (PEM) to trust; nothing else is trusted.
+        #[arg(long, value_name = "PEM_FILE")]
+        ca: PathBuf,
+        /// The device's claim code (single use). Also read from PALISADE_CLAIM_CODE, which
+        /// keeps it out of the process list.
+        #[arg(long, env = "PALISADE_CLAIM_CODE", hide_env_values = true)]
+        claim: String,
+        /// Where the agent keeps its key, certificate and state (created with mode 0700).
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+    },
+    /// Connect to the hub and stay connected: publish telemetry, handle commands.
+    Run {
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+        /// Run this shell command for telemetry: each line it prints is one JSON object.
+        /// It is started again one interval after it exits.
+        #[arg(long, value_name = "CMD", conflicts_with = "simulate")]
+        telemetry_command: Option<String>,
+        /// Produce simulated telemetry (see --simulate-fields).
+        #[arg(long)]
+        simulate: bool,
+        /// Fields to simulate, as name:type (number, integer, boolean), comma-separated.
+        #[arg(
+            long,
+            value_name = "FIELDS",
+            default_value = "temperature:number,humidity:number",
+            requires = "simulate"
+        )]
+        simulate_fields: String,
+        /// Time between telemetry samples: 10, 10s, 500ms, 5m.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+        interval: Duration,
+        /// Most records kept in the on-disk queue while the hub is unreachable (the
+        /// oldest are dropped, and counted, beyond that).
+        #[arg(long, value_name = "N")]
+        queue_max_records: Option<usize>,
+    },
+    /// Factory reset: overwrite and delete the device key, delete the certificate,
+    /// configuration, command state and queued telemetry.
+    Reset {
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 10s, 500ms, 5m)"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "s" | "" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit {other:?} (ms, s, m, h)")),
+    };
+    if !(0.05..=86_400.0).contains(&seconds) {
+        return Err("must be between 50ms and 24h".into());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PALISADE_AGENT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    // One TLS provider for the whole process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("palisade-agent: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Enroll {
+            hub,
+            ca,
+            claim,
+            state_dir,
+        } => {
+            let ca_pem = std::fs::read(&ca)
+                .with_context(|| format!("cannot read the hub CA file {}", ca.display()))?;
+            let opts = EnrollOptions {
+                hub_url: hub,
+                ca_pem,
+                claim_code: ClaimCode::new(claim)?,
+                state_dir: state_dir.clone(),
+                limits: Limits::default(),
+            };
+            let config = runtime.block_on(palisade_agent::enroll::enroll(opts))?;
+            println!(
+                "enrolled as device {} (certificate valid until {}); state in {}",
+                config.device_id,
+                config.not_after,
+                state_dir.display()
+            );
+            println!(
+                "next: palisade-agent run --state-dir {}",
+                state_dir.display()
+            );
+            Ok(())
+        }
+        Command::Run {
+            state_dir,
+            telemetry_command,
+            simulate,
+            simulate_fields,
+            interval,
+            queue_max_records,
+        } => {
+            let mut limits = Limits::default();
+            if let Some(n) = queue_max_records {
+                if n == 0 {
+                    bail!("--queue-max-records must be at least 1");
+                }
+                limits.queue_max_records = n;
+            }
+            let source = match (telemetry_command, simulate) {
+                (Some(command), _) => Source::Command {
+                    command,
+                    interval,
+                    max_line: limits.telemetry_line_bytes,
+                },
+                (None, true) => Source::Simulate {
+                    fields: telemetry::parse_fields(&simulate_fields)?,
+                    interval,
+                },
+                (None, false) => Source::None,
+            };
+            let opts = RunOptions {
+                state_dir,
+                source,
+                limits,
+            };
+            runtime.block_on(async {
+                use tokio::signal::unix::{SignalKind, signal};
+                // Registered before anything else runs, so an early SIGTERM is graceful too.
+                let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+                let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                    tracing::info!("shutting down");
+                    let _ = stop_tx.send(true);
+                    // A second signal ends the process at once.
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                    std::process::exit(130);
+                });
+                palisade_agent::run::run(opts, stop_rx)
+                    .await
+                    .map_err(anyhow::Error::from)
+            })?;
+            Ok(())
+        }
+        Command::Reset { state_dir } => {
+            let wiped = palisade_agent::reset::reset(&state_dir)?;
+            if wiped.is_empty() {
+                println!("nothing to wipe in {}", state_dir.display());
+            } else {
+                for w in &wiped {
+                    println!("{}: {}", w.path.display(), w.how);
+                }
+                println!(
+                    "factory reset done: this device has no identity until it is enrolled again"
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("3d").is_err());
+    }
+}

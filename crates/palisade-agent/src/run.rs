@@ -1,0 +1,409 @@
+//! `palisade-agent run`: stay connected to the hub, publish queued telemetry, handle
+//! commands, and come back after outages.
+//!
+//! - Telemetry samples are appended to the durable [`DiskQueue`] as they are produced,
+//!   connected or not; they leave it only on the hub's PUBACK (RES-1). On every
+//!   (re)connection the pending records are sent first, oldest first.
+//! - A lost or refused connection is retried after a [`Backoff`] delay (base 1 s, cap
+//!   5 min, full jitter from the OS CSPRNG); every attempt is logged. The backoff is
+//!   reset only after a connection that stayed up for [`STABLE_CONNECTION`].
+//! - Commands are checked by the [`CommandGuard`] (ENC-4); results are queued like
+//!   telemetry and published on `devices/{id}/events`.
+//! - Shutdown (the `shutdown` watch turning true) ends the session cleanly.
+//!
+//! The queue's small appends and fsyncs are done inline on the (single-threaded)
+//! runtime: one device, a few records a second at most, and it keeps the order of
+//! "stored on disk, then sent" obvious.
+
+use crate::backoff::Backoff;
+use crate::commands::{Action, CommandGuard, Reply};
+use crate::limits::Limits;
+use crate::mqtt::{Incoming, PubOutcome, Session, Target};
+use crate::queue::{DiskQueue, Record, RecordKind};
+use crate::state::StateDir;
+use crate::telemetry::{self, Source};
+use crate::{Error, Result, tls};
+use serde_json::{Map, Value, json};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// A connection that lasted this long resets the backoff.
+pub const STABLE_CONNECTION: Duration = Duration::from_secs(60);
+
+/// What `palisade-agent run` needs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub state_dir: PathBuf,
+    pub source: Source,
+    pub limits: Limits,
+}
+
+enum InFlight {
+    Record(u64),
+    Direct,
+}
+
+struct Agent {
+    target: Target,
+    limits: Limits,
+    queue: DiskQueue,
+    guard: CommandGuard,
+    not_after: i64,
+    started: Instant,
+    commands_window: (Instant, u32),
+}
+
+/// Run until `shutdown` becomes true.
+pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let state = StateDir::new(&opts.state_dir);
+    let _lock = state.lock()?;
+    let identity = state.load_identity()?;
+    let config = identity.config.clone();
+    let tls_config =
+        tls::client_config(&identity.ca_pem, Some((identity.cert_chain, identity.key)))?;
+    if config.not_after <= crate::unix_now() {
+        tracing::error!(
+            not_after = config.not_after,
+            "the device certificate has expired: the hub will refuse it (re-enrol the device)"
+        );
+    }
+    let target = Target {
+        host: config.mqtt_host.clone(),
+        port: config.mqtt_port,
+        device_id: config.device_id.clone(),
+        tls: Arc::new(tls_config),
+    };
+    let queue = DiskQueue::open(
+        state.root(),
+        opts.limits.queue_max_records,
+        opts.limits.queue_max_bytes,
+    )?;
+    let guard = CommandGuard::open(state.root())?;
+    tracing::info!(
+        device_id = %config.device_id,
+        hub = %target.peer(),
+        pending = queue.len(),
+        last_command_seq = guard.last_seq(),
+        "agent starting"
+    );
+    let mut agent = Agent {
+        target,
+        limits: opts.limits.clone(),
+        queue,
+        guard,
+        not_after: config.not_after,
+        started: Instant::now(),
+        commands_window: (Instant::now(), 0),
+    };
+
+    let (tx, mut rx) = mpsc::channel::<Map<String, Value>>(64);
+    let producer = tokio::spawn(telemetry::produce(opts.source, tx, shutdown.clone()));
+    let result = agent.connect_loop(&mut rx, &mut shutdown).await;
+    drop(rx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), producer).await;
+    tracing::info!(pending = agent.queue.len(), "agent stopped");
+    result
+}
+
+impl Agent {
+    async fn connect_loop(
+        &mut self,
+        rx: &mut mpsc::Receiver<Map<String, Value>>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<()> {
+        let mut backoff = Backoff::new(self.limits.backoff_base, self.limits.backoff_cap);
+        let mut attempt: u64 = 0;
+        loop {
+            if attempt > 0 {
+                let delay = backoff.next_delay();
+                tracing::info!(
+                    "reconnecting in {:.1} s (attempt {})",
+                    delay.as_secs_f64(),
+                    attempt + 1
+                );
+                let sleep = tokio::time::sleep(delay);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        () = &mut sleep => break,
+                        Some(sample) = rx.recv() => self.enqueue_telemetry(sample)?,
+                        () = crate::stopped(shutdown) => return Ok(()),
+                    }
+                }
+            }
+            attempt += 1;
+            tracing::info!(attempt, peer = %self.target.peer(), "connecting to the hub");
+            let will = json!({"status": "offline", "reason": "connection lost"});
+            let (target, limits) = (self.target.clone(), self.limits.clone());
+            let connect = Session::establish(&target, &limits, &will);
+            tokio::pin!(connect);
+            let outcome = loop {
+                tokio::select! {
+                    r = &mut connect => break r,
+                    Some(sample) = rx.recv() => self.enqueue_telemetry(sample)?,
+                    () = crate::stopped(shutdown) => return Ok(()),
+                }
+            };
+            match outcome {
+                Ok(session) => {
+                    tracing::info!(
+                        attempt,
+                        session_present = session.session_present(),
+                        pending = self.queue.len(),
+                        "connected"
+                    );
+                    let since = Instant::now();
+                    let served = self.serve(session, rx, shutdown).await;
+                    if since.elapsed() >= STABLE_CONNECTION {
+                        backoff.reset();
+                    }
+                    match served {
+                        Ok(()) => return Ok(()),
+                        Err(e @ (Error::Io { .. } | Error::Json { .. })) => {
+                            // Local storage failed: the queue can no longer be trusted.
+                            return Err(e);
+                        }
+                        Err(e) => tracing::warn!("connection lost: {e}"),
+                    }
+                }
+                Err(e) => match e.certificate_problem() {
+                    Some(_) => tracing::error!(attempt, "connection attempt refused: {e}"),
+                    None => tracing::warn!(attempt, "connection attempt failed: {e}"),
+                },
+            }
+        }
+    }
+
+    /// One connected session; `Ok` means shutdown was requested.
+    async fn serve(
+        &mut self,
+        mut session: Session,
+        rx: &mut mpsc::Receiver<Map<String, Value>>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<()> {
+        let mut inflight: HashMap<u16, InFlight> = HashMap::new();
+        let mut sent: HashSet<u64> = HashSet::new();
+        let commands = self.target.topic("commands");
+        let mut work = session.subscribe(&commands).await?;
+        self.publish_state(&mut session, &mut inflight, "online")
+            .await?;
+        loop {
+            while let Some(item) = work.pop() {
+                let more = self
+                    .on_incoming(&mut session, item, &mut inflight, &mut sent)
+                    .await?;
+                work.extend(more);
+            }
+            self.pump(&mut session, &mut inflight, &mut sent).await?;
+            tokio::select! {
+                wake = session.wait() => work = session.handle(wake).await?,
+                Some(sample) = rx.recv() => self.enqueue_telemetry(sample)?,
+                () = crate::stopped(shutdown) => {
+                    let _ = self.publish_state(&mut session, &mut inflight, "offline").await;
+                    session.disconnect().await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn enqueue_telemetry(&mut self, sample: Map<String, Value>) -> Result<()> {
+        match self
+            .queue
+            .push(RecordKind::Telemetry, Value::Object(sample))
+        {
+            Ok(seq) => {
+                tracing::debug!(seq, pending = self.queue.len(), "telemetry queued");
+                Ok(())
+            }
+            Err(e @ Error::Invalid { .. }) => {
+                tracing::warn!("telemetry sample not queued: {e}");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Send pending records, oldest first, as far as the in-flight window allows.
+    async fn pump(
+        &mut self,
+        session: &mut Session,
+        inflight: &mut HashMap<u16, InFlight>,
+        sent: &mut HashSet<u64>,
+    ) -> Result<()> {
+        let records_in_flight = inflight
+            .values()
+            .filter(|f| matches!(f, InFlight::Record(_)))
+            .count();
+        let mut room = self.limits.mqtt_inflight.saturating_sub(records_in_flight);
+        if let Some(vacancy) = session.send_vacancy() {
+            room = room.min(usize::from(vacancy));
+        }
+        if room == 0 {
+            return Ok(());
+        }
+        let batch: Vec<Record> = self
+            .queue
+            .pending()
+            .filter(|r| !sent.contains(&r.seq))
+            .take(room)
+            .cloned()
+            .collect();
+        for record in batch {
+            let topic = match record.kind {
+                RecordKind::Telemetry => self.target.topic("telemetry"),
+                RecordKind::Event => self.target.topic("events"),
+            };
+            let payload = serde_json::to_vec(&record.payload)
+                .map_err(|e| Error::json("record payload", e))?;
+            let props = [("recorded_at", record.at.to_string())];
+            match session.publish(&topic, &payload, &props).await? {
+                Ok(packet_id) => {
+                    inflight.insert(packet_id, InFlight::Record(record.seq));
+                    sent.insert(record.seq);
+                }
+                Err(reason) => {
+                    tracing::warn!(
+                        seq = record.seq,
+                        "record cannot be sent ({reason}): removed"
+                    );
+                    self.queue.refuse(record.seq)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_incoming(
+        &mut self,
+        session: &mut Session,
+        item: Incoming,
+        inflight: &mut HashMap<u16, InFlight>,
+        sent: &mut HashSet<u64>,
+    ) -> Result<Vec<Incoming>> {
+        match item {
+            Incoming::Acked { packet_id, outcome } => {
+                if let Some(InFlight::Record(seq)) = inflight.remove(&packet_id) {
+                    match outcome {
+                        PubOutcome::Accepted => {
+                            sent.remove(&seq);
+                            self.queue.ack(seq)?;
+                        }
+                        PubOutcome::Refused(reason) => {
+                            sent.remove(&seq);
+                            tracing::warn!(seq, "the hub refused a record ({reason}): removed");
+                            self.queue.refuse(seq)?;
+                        }
+                        PubOutcome::Retry(reason) => {
+                            // Stays queued (and in `sent`): resent on the next connection.
+                            tracing::warn!(seq, "the hub deferred a record ({reason})");
+                        }
+                    }
+                }
+                Ok(Vec::new())
+            }
+            Incoming::Subscribed { granted, reason } => {
+                if granted {
+                    tracing::info!(topic = %self.target.topic("commands"), "subscribed");
+                } else {
+                    tracing::error!(
+                        topic = %self.target.topic("commands"),
+                        "the hub refused the commands subscription ({reason})"
+                    );
+                }
+                Ok(Vec::new())
+            }
+            Incoming::Message {
+                packet_id,
+                topic,
+                payload,
+            } => {
+                if topic == self.target.topic("commands") {
+                    self.on_command(session, inflight, &payload).await?;
+                } else {
+                    tracing::warn!("ignored a message on unexpected topic {topic:?}");
+                }
+                match packet_id {
+                    Some(id) => session.puback(id).await,
+                    None => Ok(Vec::new()),
+                }
+            }
+        }
+    }
+
+    async fn on_command(
+        &mut self,
+        session: &mut Session,
+        inflight: &mut HashMap<u16, InFlight>,
+        payload: &[u8],
+    ) -> Result<()> {
+        let now = Instant::now();
+        if now.duration_since(self.commands_window.0) >= Duration::from_secs(1) {
+            self.commands_window = (now, 0);
+        }
+        self.commands_window.1 += 1;
+        let reply = if self.commands_window.1 > self.limits.commands_per_second {
+            let seq = serde_json::from_slice::<Value>(payload)
+                .ok()
+                .and_then(|v| v.get("seq").and_then(Value::as_u64));
+            Reply::rejected(seq, "too many commands: rate limited")
+        } else {
+            match self
+                .guard
+                .admit(payload, self.limits.command_bytes, crate::unix_now())
+            {
+                Ok((seq, Action::Ping)) => Reply::ok(seq),
+                Ok((seq, Action::ReportState)) => {
+                    self.publish_state(session, inflight, "online").await?;
+                    Reply::ok(seq)
+                }
+                Err(reply) => reply,
+            }
+        };
+        match &reply.reason {
+            None => tracing::info!(seq = ?reply.command_seq, "command executed"),
+            Some(reason) => tracing::warn!(seq = ?reply.command_seq, "command rejected: {reason}"),
+        }
+        self.queue.push(RecordKind::Event, reply.to_json())?;
+        Ok(())
+    }
+
+    fn state_document(&self, status: &str) -> Value {
+        let counters = self.queue.counters();
+        json!({
+            "status": status,
+            "agent_version": env!("CARGO_PKG_VERSION"),
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "queue_pending": self.queue.len(),
+            "queue_dropped": counters.dropped,
+            "queue_refused": counters.refused,
+            "last_command_seq": self.guard.last_seq(),
+            "certificate_not_after": self.not_after,
+        })
+    }
+
+    /// Publish the agent's state on `devices/{id}/state` (QoS 1, not queued: it is a
+    /// snapshot, and a newer one follows every connection).
+    async fn publish_state(
+        &mut self,
+        session: &mut Session,
+        inflight: &mut HashMap<u16, InFlight>,
+        status: &str,
+    ) -> Result<()> {
+        let doc = self.state_document(status);
+        let payload = serde_json::to_vec(&doc).map_err(|e| Error::json("state", e))?;
+        match session
+            .publish(&self.target.topic("state"), &payload, &[])
+            .await?
+        {
+            Ok(packet_id) => {
+                inflight.insert(packet_id, InFlight::Direct);
+            }
+            Err(reason) => tracing::warn!("state not published: {reason}"),
+        }
+        Ok(())
+    }
+}
