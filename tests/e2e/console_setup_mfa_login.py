@@ -16,7 +16,8 @@ Requirements covered:
 What this test proves: headless Debian Chromium, trusting the hub's
 certificate only through an SPKI pin (no blanket --ignore-certificate-errors),
 can go setup -> MFA enrolment -> recovery codes -> console -> sign out ->
-password + TOTP login -> console, with zero CSP violations and zero SEVERE
+password + TOTP login -> console -> device list -> a device page with its SVG
+telemetry chart (given --device-id), with zero CSP violations and zero SEVERE
 browser log entries (favicon 404s aside), and that /users needs a session.
 
 It drives /usr/bin/chromedriver through the W3C WebDriver HTTP API using only
@@ -331,7 +332,19 @@ def run_flow(args: argparse.Namespace) -> None:
     if args.username not in text("#signed-in-as"):
         raise TestFailure(f"#signed-in-as does not name {args.username!r}")
 
-    step("f. /users needs a session (WEB-2)")
+    step("f. device pages: fleet list and a device's SVG chart (WEB-2)")
+    navigate(f"{base}/devices")
+    arrive("/devices", "08a-devices.png")
+    element("#claim-form")
+    if args.device_id:
+        element("#devices-table")
+        navigate(f"{base}/devices/{args.device_id}")
+        arrive(f"/devices/{args.device_id}", "08b-device.png")
+        element("#device-facts")
+        if not find("figure.chart svg"):
+            raise TestFailure("the device page has no SVG telemetry chart")
+
+    step("g. /users needs a session (WEB-2)")
     navigate(f"{base}/users")
     arrive("/users", "08-users.png")
     element("#users-table")
@@ -451,6 +464,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--email", required=True)
     parser.add_argument("--password", required=True)
     parser.add_argument("--screenshot-dir", required=True)
+    parser.add_argument(
+        "--device-id", default="", help="an enrolled device with telemetry, for its page"
+    )
     return parser.parse_args(argv)
 
 

@@ -128,7 +128,8 @@ impl HubCa {
     }
 }
 
-/// How long a device certificate is valid; the agent renews well before expiry.
+/// How long a device certificate is valid. Renewal is not built yet (issue 3): a device
+/// whose certificate expires must be reset and enrolled again.
 pub const DEVICE_VALIDITY_DAYS: i64 = 30;
 
 /// A device certificate issued from the device's own CSR.

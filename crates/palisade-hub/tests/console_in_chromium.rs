@@ -1,6 +1,7 @@
 //! AUTH-1, AUTH-8, WEB-2: the real console in headless Chromium — setup, TOTP
-//! enrolment, sign-out, password + TOTP sign-in — with the hub's key pinned and the
-//! test failing on any Content-Security-Policy violation. The browser is driven by
+//! enrolment, sign-out, password + TOTP sign-in, the device list and a device page
+//! with its SVG telemetry chart — with the hub's key pinned and the test failing on
+//! any Content-Security-Policy violation. The browser is driven by
 //! `tests/e2e/console_setup_mfa_login.py` through chromedriver.
 
 mod common;
@@ -17,6 +18,23 @@ async fn setup_mfa_enrolment_and_login_in_chromium() {
         );
     }
     let hub = TestHub::start().await;
+    // A device with telemetry, so the script can open its page and chart.
+    let product = hub.create_product("e2e-v1").await;
+    let device = hub.enroll_device(&product).await;
+    let batch: Vec<_> = (0..20_i64)
+        .map(|i| {
+            (
+                device.id.clone(),
+                1_800_000_000_000 + i * 60_000,
+                format!(r#"{{"temperature": {}, "seq": {i}}}"#, 18 + i % 5),
+            )
+        })
+        .collect();
+    hub.hub
+        .db
+        .insert_telemetry_batch(&batch)
+        .await
+        .expect("telemetry");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/e2e/console_setup_mfa_login.py");
     let shots = hub.dir.path().join("screenshots");
@@ -36,6 +54,8 @@ async fn setup_mfa_enrolment_and_login_in_chromium() {
         ADMIN_PASSWORD.into(),
         "--screenshot-dir".into(),
         shots.display().to_string(),
+        "--device-id".into(),
+        device.id.to_string(),
     ];
     let output = tokio::task::spawn_blocking(move || Command::new("python3").args(&args).output())
         .await

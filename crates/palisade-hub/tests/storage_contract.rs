@@ -9,7 +9,9 @@
 //! deletes; the TOTP replay guard and recovery codes (AUTH-8); failed-login counters
 //! and locks (AUTH-7); sessions (AUTH-11); the single-use setup code (AUTH-2); one-time
 //! links and per-object API token revocation; the hash-chained audit log, including
-//! tamper detection and concurrent writers (MON-1); and the mail outbox.
+//! tamper detection and concurrent writers (MON-1); the mail outbox; and the console's
+//! device views (bounded fleet search with literal `LIKE` wildcards, status filter, a
+//! device's audit trail).
 //!
 //! PostgreSQL is never skipped: without its server binaries the test fails and says
 //! how to install them.
@@ -103,6 +105,7 @@ async fn contract(engine: &Engine) {
     audit_chain(engine).await;
     audit_concurrent_writers(engine.fresh_db().await).await;
     outbox(engine.fresh_db().await).await;
+    device_views(engine.fresh_db().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1266,4 +1269,76 @@ async fn outbox(db: Db) {
         1
     );
     db.close().await;
+}
+
+/// The console's device listing and audit trail behave the same on both engines.
+async fn device_views(db: Db) {
+    use palisade_hub::db::devices::{DeviceStatus, ProductModel};
+    use palisade_hub::ids::{DeviceId, ProductId};
+    let product = ProductId::parse("cam-v2").expect("id");
+    db.insert_product(&ProductModel {
+        id: product.clone(),
+        name: "Camera".into(),
+        hardware_revision: "B".into(),
+        fields: Vec::new(),
+        created_at: 0,
+    })
+    .await
+    .expect("product");
+    let codes = db
+        .create_claim_codes(&product, 2, 3600)
+        .await
+        .expect("codes");
+    let mut ids = Vec::new();
+    for (code, fingerprint) in codes.iter().zip(["ab", "cd"]) {
+        let id = DeviceId::generate();
+        db.enroll_device(&code.claim, &id, &fingerprint.repeat(32), now() + 3600)
+            .await
+            .expect("enrol")
+            .expect("valid");
+        ids.push(id);
+    }
+    assert_eq!(db.fleet_devices("", None).await.expect("all").len(), 2);
+    assert_eq!(
+        db.fleet_devices("CAM-", None).await.expect("product").len(),
+        2
+    );
+    let one = db
+        .fleet_devices(&ids[1].as_str()[..10], None)
+        .await
+        .expect("id");
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].id, ids[1]);
+    // LIKE wildcards typed by a person are literal characters.
+    assert!(db.fleet_devices("%", None).await.expect("%").is_empty());
+    assert!(db.fleet_devices("_", None).await.expect("_").is_empty());
+    db.set_device_status(&ids[0], DeviceStatus::Revoked)
+        .await
+        .expect("revoke");
+    let revoked = db
+        .fleet_devices("", Some(DeviceStatus::Revoked))
+        .await
+        .expect("revoked");
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].id, ids[0]);
+
+    for target in [ids[0].as_str(), ids[1].as_str(), ids[0].as_str()] {
+        db.audit(Event {
+            actor: "tester",
+            source: "127.0.0.1",
+            action: "device.test",
+            target,
+            outcome: Outcome::Success,
+            detail: "",
+        })
+        .await
+        .expect("audit");
+    }
+    let trail = db
+        .audit_entries_for_target(ids[0].as_str(), 10)
+        .await
+        .expect("trail");
+    assert_eq!(trail.len(), 2);
+    assert!(trail[0].seq > trail[1].seq, "newest first");
+    assert!(trail.iter().all(|e| e.target == ids[0].as_str()));
 }

@@ -96,7 +96,7 @@ macro_rules! device_columns {
     };
 }
 
-fn device_from_row(row: &AnyRow) -> Result<Device> {
+pub(super) fn device_from_row(row: &AnyRow) -> Result<Device> {
     Ok(Device {
         id: DeviceId::from_db(row.try_get("id")?),
         product_id: ProductId::from_db(row.try_get("product_id")?),

@@ -5,7 +5,9 @@
 //! just a crash of the process. SQL is written once, in the dialect both engines share
 //! (`$N` placeholders, BIGINT times in Unix seconds, TEXT identifiers).
 
+pub mod commands;
 pub mod device_admin;
+pub mod device_views;
 pub mod devices;
 mod schema;
 pub mod sessions;

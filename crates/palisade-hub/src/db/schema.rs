@@ -11,10 +11,11 @@ use sqlx::Row;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "accounts, sessions, audit, outbox", V1),
     (2, "product models, claim codes, devices, telemetry", V2),
+    (3, "commands to devices", V3),
 ];
 
 /// The newest schema this binary understands.
-pub const LATEST_VERSION: i64 = 2;
+pub const LATEST_VERSION: i64 = 3;
 
 const V1: &str = r#"
 CREATE TABLE users (
@@ -144,6 +145,23 @@ CREATE TABLE telemetry (
     payload TEXT NOT NULL
 );
 CREATE INDEX telemetry_device_time ON telemetry (device_id, received_at_ms);
+"#;
+
+const V3: &str = r#"
+CREATE TABLE commands (
+    device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    seq BIGINT NOT NULL,
+    name TEXT NOT NULL,
+    args TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    delivered_at BIGINT,
+    result TEXT,
+    reason TEXT,
+    completed_at BIGINT,
+    PRIMARY KEY (device_id, seq)
+);
 "#;
 
 pub(super) async fn current_version(db: &Db) -> Result<i64> {

@@ -1,28 +1,46 @@
 //! Which devices are connected right now, and the switch that drops a connection
 //! (revocation takes effect at once, AUTH-10; a second connection with the same
-//! identity replaces the first, as MQTT does for a reused client id).
+//! identity replaces the first, as MQTT does for a reused client id), and the
+//! bounded queue through which commands reach a connection (ENC-4).
 
 use crate::ids::DeviceId;
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::watch;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+
+/// Command payloads waiting for one connection, at most; beyond that `send_command`
+/// answers false (the command stays pending in the database and is sent when the
+/// device next subscribes).
+pub const COMMAND_QUEUE: usize = 16;
+
+/// One live connection as the registry holds it.
+struct Live {
+    id: u64,
+    close: watch::Sender<bool>,
+    commands: mpsc::Sender<Vec<u8>>,
+    /// The connection holds a subscription covering `devices/{id}/commands`.
+    listening: Arc<AtomicBool>,
+}
 
 /// The registry of live device connections.
 #[derive(Default)]
 pub struct Fleet {
-    live: Mutex<HashMap<DeviceId, (u64, watch::Sender<bool>)>>,
+    live: Mutex<HashMap<DeviceId, Live>>,
     next: AtomicU64,
 }
 
-/// A registered connection: its number and the signal that tells it to close.
+/// A registered connection: its number, the signal that tells it to close, the
+/// commands queued for it, and the flag it sets while subscribed to its commands.
 pub struct Registration {
     pub id: u64,
     pub closed: watch::Receiver<bool>,
+    pub commands: mpsc::Receiver<Vec<u8>>,
+    pub listening: Arc<AtomicBool>,
 }
 
 impl Fleet {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, (u64, watch::Sender<bool>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, Live>> {
         // A poisoned lock only means another connection task panicked; the map is
         // still consistent (every operation is a single insert or remove).
         self.live.lock().unwrap_or_else(|p| p.into_inner())
@@ -31,17 +49,44 @@ impl Fleet {
     /// Register a connection for `device`, closing any earlier one of the same device.
     pub fn register(&self, device: &DeviceId) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = watch::channel(false);
-        if let Some((_, previous)) = self.lock().insert(device.clone(), (id, tx)) {
-            let _ = previous.send(true);
+        let (close, closed) = watch::channel(false);
+        let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+        let listening = Arc::new(AtomicBool::new(false));
+        let live = Live {
+            id,
+            close,
+            commands: commands_tx,
+            listening: listening.clone(),
+        };
+        if let Some(previous) = self.lock().insert(device.clone(), live) {
+            let _ = previous.close.send(true);
         }
-        Registration { id, closed: rx }
+        Registration {
+            id,
+            closed,
+            commands,
+            listening,
+        }
+    }
+
+    /// Queue a command payload (`{"seq", "expires_at", "name", "args"}`) for the
+    /// device's live connection, which publishes it on `devices/{id}/commands`. True
+    /// if a connection subscribed to its commands took it; false if the device is not
+    /// connected, not subscribed, or its queue is full.
+    pub fn send_command(&self, device: &DeviceId, payload: Vec<u8>) -> bool {
+        let live = self.lock();
+        match live.get(device) {
+            Some(conn) if conn.listening.load(Ordering::Acquire) => {
+                conn.commands.try_send(payload).is_ok()
+            }
+            _ => false,
+        }
     }
 
     /// Forget a connection that ended (only if it is still the registered one).
     pub fn unregister(&self, device: &DeviceId, id: u64) {
         let mut live = self.lock();
-        if live.get(device).is_some_and(|(current, _)| *current == id) {
+        if live.get(device).is_some_and(|current| current.id == id) {
             live.remove(device);
         }
     }
@@ -49,8 +94,8 @@ impl Fleet {
     /// Drop the device's live connection, if any; true if there was one.
     pub fn disconnect(&self, device: &DeviceId) -> bool {
         match self.lock().remove(device) {
-            Some((_, tx)) => {
-                let _ = tx.send(true);
+            Some(conn) => {
+                let _ = conn.close.send(true);
                 true
             }
             None => false,
@@ -87,5 +132,26 @@ mod tests {
         assert!(*second.closed.borrow());
         assert!(!fleet.is_connected(&device));
         assert_eq!(fleet.connected(), 0);
+    }
+
+    #[test]
+    fn commands_reach_only_a_listening_connection_and_the_queue_is_bounded() {
+        let fleet = Fleet::default();
+        let device = DeviceId::generate();
+        assert!(
+            !fleet.send_command(&device, b"{}".to_vec()),
+            "not connected"
+        );
+        let mut conn = fleet.register(&device);
+        assert!(
+            !fleet.send_command(&device, b"{}".to_vec()),
+            "not subscribed"
+        );
+        conn.listening.store(true, Ordering::Release);
+        for _ in 0..COMMAND_QUEUE {
+            assert!(fleet.send_command(&device, b"{}".to_vec()));
+        }
+        assert!(!fleet.send_command(&device, b"{}".to_vec()), "queue full");
+        assert_eq!(conn.commands.try_recv().ok(), Some(b"{}".to_vec()));
     }
 }

@@ -22,8 +22,19 @@
 //!   `mqtt_inflight` QoS 1 messages wait for storage before the connection is read any
 //!   further (back-pressure). A failed commit closes the connection without PUBACK, so
 //!   the device sends the message again.
-//! - Events and state (`devices/{id}/events`, `…/state`) are authorised and
-//!   acknowledged; nothing stores them yet.
+//! - Commands (ENC-4): while the device holds a subscription covering
+//!   `devices/{id}/commands`, the payloads [`Fleet::send_command`] queues for the
+//!   connection are published to it at the granted QoS (QoS 1 normally; at most
+//!   [`MAX_OUTBOUND`] unacknowledged, and never beyond a v5 client's Receive Maximum).
+//!   When the subscription is made, the commands still pending in the database
+//!   (undelivered, unexpired) are sent first. The device's PUBACK marks a command
+//!   delivered; at QoS 0 it stays pending until its result arrives (the agent's
+//!   sequence check makes a repeat harmless).
+//! - Events (`devices/{id}/events`) carrying a `command_seq` are the device's result
+//!   for that command: a bounded JSON object whose seq must be one of this device's
+//!   commands; the first result is stored before the PUBACK, and a later "rejected"
+//!   for a command already answered (a replay the agent refused) is audited. Other
+//!   events and state (`…/state`) are authorised and acknowledged; nothing stores them.
 //!
 //! Refusing a single message: MQTT 5 can say why per message (PUBACK reason codes 0x87
 //! not authorised, 0x97 quota exceeded — used for the rate limit, since 0x96 is a
@@ -37,10 +48,14 @@
 //! the device's `rejected_messages`.
 
 use super::Fleet;
+use super::fleet::Registration;
 use super::rate::{self, Budgets, SharedBucket};
-use super::topics::{DeviceTopics, OwnTopic};
+use super::topics::{DeviceTopics, OwnTopic, filter_matches};
+use crate::accounts::{self, Actor};
+use crate::audit::Outcome;
 use crate::config::Limits;
 use crate::db::Db;
+use crate::db::commands::{CommandResult, MAX_REASON_CHARS, ResultRecorded};
 use crate::db::devices::DeviceStatus;
 use crate::ids::DeviceId;
 use crate::telemetry::{self, Schema, Writer};
@@ -53,15 +68,26 @@ use mqtt_protocol_core::mqtt::result_code::{
     ConnectReasonCode, ConnectReturnCode, DisconnectReasonCode, MqttError, PubackReasonCode,
     SubackReasonCode, SubackReturnCode, UnsubackReasonCode,
 };
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 /// Distinct topic filters one connection may hold.
 pub const MAX_SUBSCRIPTIONS: usize = 32;
+
+/// Commands published to a device and not yet acknowledged, at most.
+pub const MAX_OUTBOUND: usize = 16;
+
+/// Commands waiting for a free slot, at most (more are dropped: they stay pending in
+/// the database and are sent when the device subscribes again).
+const MAX_OUTBOX: usize = 64;
+
+/// Largest event payload read as a command result.
+pub const MAX_EVENT_BYTES: usize = 4 * 1024;
 
 /// Bytes read from the connection at a time (the engine assembles packets up to
 /// `mqtt_max_packet_bytes` from these pieces).
@@ -149,8 +175,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
                     tracing::debug!("MQTT protocol error: {e:?}");
                     self.closed = true;
                 }
-                // Timers are ours (keep-alive below); packet ids are never allocated
-                // because the hub does not publish on this connection yet.
+                // Timers are ours (keep-alive below); packet ids of commands are
+                // tracked by the session (`outbound`).
                 Event::RequestTimerReset { .. }
                 | Event::RequestTimerCancel(_)
                 | Event::NotifyPacketIdReleased(_) => {}
@@ -331,7 +357,12 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         0 => max_keep_alive,
         k => k.min(max_keep_alive),
     };
-    let registration = shared.fleet.register(&device);
+    let Registration {
+        id: registration,
+        closed,
+        commands,
+        listening,
+    } = shared.fleet.register(&device);
     // Revocation sets the status, then drops live connections. Checking the status
     // again now that this connection is registered closes the gap since `admit`: a
     // revocation either finds this connection registered, or is visible here.
@@ -346,7 +377,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     if let Err(why) = still {
         refuse_connect(&mut io, why);
         io.finish().await;
-        shared.fleet.unregister(&device, registration.id);
+        shared.fleet.unregister(&device, registration);
         return;
     }
     if let Err(e) = shared.db.touch_device(&device).await {
@@ -370,10 +401,18 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         silence: Duration::from_millis(keep_alive * 1500),
         last_heard: Instant::now(),
         end: None,
+        peer,
+        commands_topic: DeviceTopics::new(&device).commands(),
+        commands,
+        listening,
+        outbound: HashMap::new(),
+        outbox: VecDeque::new(),
+        loaded: HashSet::new(),
     };
-    session.serve(registration.closed, &mut stop).await;
+    session.serve(closed, &mut stop).await;
+    session.listening.store(false, Ordering::Release);
     shared.budgets.release(&device, session.bucket);
-    shared.fleet.unregister(&device, registration.id);
+    shared.fleet.unregister(&device, registration);
     tracing::debug!(%device, "device disconnected");
 }
 
@@ -522,10 +561,25 @@ struct Live<'a, S> {
     pending: VecDeque<Pending>,
     inflight: usize,
     bucket: SharedBucket,
-    subscriptions: Vec<String>,
+    /// Filters held, with the QoS granted.
+    subscriptions: Vec<(String, Qos)>,
     silence: Duration,
     last_heard: Instant,
     end: Option<End>,
+    peer: std::net::SocketAddr,
+    /// `devices/{id}/commands`.
+    commands_topic: String,
+    /// Command payloads from [`Fleet::send_command`].
+    commands: mpsc::Receiver<Vec<u8>>,
+    /// Set while a subscription covers the commands topic (read by the fleet).
+    listening: Arc<AtomicBool>,
+    /// QoS 1 commands published and not yet acknowledged: packet id → seq.
+    outbound: HashMap<u16, u64>,
+    /// Commands waiting for a free outbound slot: (seq, payload).
+    outbox: VecDeque<(u64, Vec<u8>)>,
+    /// Seqs sent from the database when the subscription was made, so the same
+    /// command arriving through the fleet queue as well is not sent twice.
+    loaded: HashSet<u64>,
 }
 
 /// The commit result of the oldest pending message (never resolves if it has none).
@@ -559,6 +613,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                 }
             }
             self.send_decided();
+            self.send_commands();
             if !self.io.flush().await {
                 return;
             }
@@ -593,6 +648,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                         self.end = Some(End::Now(Some(DisconnectReasonCode::UnspecifiedError)));
                     }
                 }
+                Some(payload) = self.commands.recv() => self.on_command(payload),
                 more = self.io.read_more(), if can_read => {
                     if !more {
                         self.end = Some(End::Now(None));
@@ -661,7 +717,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                     .iter()
                     .map(|e| (e.topic_filter().to_owned(), e.sub_opts().qos()))
                     .collect();
-                self.on_subscribe(s.packet_id(), filters);
+                self.on_subscribe(s.packet_id(), filters).await;
             }
             Packet::V5_0Subscribe(s) => {
                 let filters = s
@@ -669,7 +725,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                     .iter()
                     .map(|e| (e.topic_filter().to_owned(), e.sub_opts().qos()))
                     .collect();
-                self.on_subscribe(s.packet_id(), filters);
+                self.on_subscribe(s.packet_id(), filters).await;
             }
             Packet::V3_1_1Unsubscribe(u) => {
                 let filters = u.entries().iter().map(|f| f.as_str().to_owned()).collect();
@@ -678,6 +734,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
             Packet::V5_0Unsubscribe(u) => {
                 let filters = u.entries().iter().map(|f| f.as_str().to_owned()).collect();
                 self.on_unsubscribe(u.packet_id(), filters);
+            }
+            Packet::V3_1_1Puback(a) => self.on_puback(a.packet_id(), true).await,
+            Packet::V5_0Puback(a) => {
+                let accepted = matches!(
+                    a.reason_code(),
+                    None | Some(
+                        PubackReasonCode::Success | PubackReasonCode::NoMatchingSubscribers
+                    )
+                );
+                self.on_puback(a.packet_id(), accepted).await;
             }
             // PINGRESP is sent by the engine; the packet only refreshes `last_heard`.
             Packet::V3_1_1Pingreq(_) | Packet::V5_0Pingreq(_) => {}
@@ -759,7 +825,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                     DisconnectReasonCode::NotAuthorized,
                 );
             }
-            Some(OwnTopic::Events | OwnTopic::State) => ack_after(&mut self.pending),
+            Some(OwnTopic::Events) => {
+                if let Err(e) = self.on_event(payload).await {
+                    // Not recorded: no PUBACK; the device sends it again.
+                    tracing::warn!(device = %self.device, "could not record a command result: {e}");
+                    self.end = Some(End::Now(Some(DisconnectReasonCode::UnspecifiedError)));
+                    return;
+                }
+                ack_after(&mut self.pending);
+            }
+            Some(OwnTopic::State) => ack_after(&mut self.pending),
             Some(OwnTopic::Telemetry) => match self.schema.validate(payload) {
                 Err(why) => {
                     tracing::info!(device = %self.device, "telemetry refused: {why}");
@@ -798,7 +873,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
         }
     }
 
-    fn on_subscribe(&mut self, packet_id: u16, filters: Vec<(String, Qos)>) {
+    async fn on_subscribe(&mut self, packet_id: u16, filters: Vec<(String, Qos)>) {
+        let was_listening = self.commands_qos().is_some();
         let too_many = filters.len() > self.shared.limits.mqtt_topics_per_subscribe;
         let mut granted: Vec<Result<Qos, SubackReasonCode>> = Vec::with_capacity(filters.len());
         for (filter, qos) in filters {
@@ -807,12 +883,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
             } else if !self.topics.may_subscribe(&filter) {
                 tracing::warn!(device = %self.device, filter = %truncate(&filter), "SUBSCRIBE outside the device's topics refused");
                 Err(SubackReasonCode::NotAuthorized)
-            } else if self.subscriptions.contains(&filter) {
-                Ok(qos.min(Qos::AtLeastOnce))
+            } else if let Some(held) = self.subscriptions.iter_mut().find(|(f, _)| *f == filter) {
+                held.1 = qos.min(Qos::AtLeastOnce);
+                Ok(held.1)
             } else if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
                 Err(SubackReasonCode::QuotaExceeded)
             } else {
-                self.subscriptions.push(filter);
+                self.subscriptions.push((filter, qos.min(Qos::AtLeastOnce)));
                 Ok(qos.min(Qos::AtLeastOnce))
             };
             granted.push(result);
@@ -847,13 +924,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                 .map(Packet::from)
         };
         self.io.send(packet);
+        if !was_listening && self.commands_qos().is_some() {
+            self.start_listening().await;
+        }
     }
 
     fn on_unsubscribe(&mut self, packet_id: u16, filters: Vec<String>) {
         let codes = filters
             .iter()
             .map(
-                |filter| match self.subscriptions.iter().position(|s| s == filter) {
+                |filter| match self.subscriptions.iter().position(|(s, _)| s == filter) {
                     Some(i) => {
                         self.subscriptions.swap_remove(i);
                         UnsubackReasonCode::Success
@@ -875,6 +955,212 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                 .map(Packet::from)
         };
         self.io.send(packet);
+        if self.commands_qos().is_none() {
+            self.listening.store(false, Ordering::Release);
+            self.outbox.clear();
+        }
+    }
+
+    /// The QoS at which commands reach the device: the highest granted to a filter
+    /// covering its commands topic, or `None` when none covers it.
+    fn commands_qos(&self) -> Option<Qos> {
+        self.subscriptions
+            .iter()
+            .filter(|(filter, _)| filter_matches(filter, &self.commands_topic))
+            .map(|(_, qos)| *qos)
+            .max_by_key(|qos| *qos as u8)
+    }
+
+    /// The device now listens for commands: tell the fleet, then send what is pending
+    /// in the database (a command stored after this query arrives through the queue).
+    async fn start_listening(&mut self) {
+        self.listening.store(true, Ordering::Release);
+        // Anything queued before now is in the database too (the API stores first).
+        while self.commands.try_recv().is_ok() {}
+        match self.shared.db.pending_commands(&self.device).await {
+            Ok(pending) => {
+                if self.loaded.len() > 4 * MAX_OUTBOX {
+                    self.loaded.clear();
+                }
+                for command in pending {
+                    self.loaded.insert(command.seq);
+                    self.queue_command(command.seq, command.payload());
+                }
+            }
+            Err(e) => {
+                tracing::warn!(device = %self.device, "could not load pending commands: {e}")
+            }
+        }
+    }
+
+    /// A payload from the fleet queue.
+    fn on_command(&mut self, payload: Vec<u8>) {
+        if self.commands_qos().is_none() {
+            return; // stays pending in the database; sent on the next subscription
+        }
+        let seq = serde_json::from_slice::<serde_json::Value>(&payload)
+            .ok()
+            .and_then(|v| v.get("seq").and_then(serde_json::Value::as_u64));
+        match seq {
+            Some(seq) if self.loaded.remove(&seq) => {} // sent from the database already
+            Some(seq) => self.queue_command(seq, payload),
+            None => tracing::warn!(device = %self.device, "command payload without a seq dropped"),
+        }
+    }
+
+    fn queue_command(&mut self, seq: u64, payload: Vec<u8>) {
+        if self.outbox.len() >= MAX_OUTBOX {
+            tracing::warn!(device = %self.device, seq, "command outbox full; left pending");
+            return;
+        }
+        self.outbox.push_back((seq, payload));
+    }
+
+    /// Publish waiting commands as far as the outbound window allows.
+    fn send_commands(&mut self) {
+        let Some(qos) = self.commands_qos() else {
+            return;
+        };
+        while !self.io.closed && self.end.is_none() && self.outbound.len() < MAX_OUTBOUND {
+            if qos == Qos::AtLeastOnce
+                && self
+                    .io
+                    .conn
+                    .get_receive_maximum_vacancy_for_send()
+                    .is_some_and(|v| v == 0)
+            {
+                return;
+            }
+            let Some((seq, payload)) = self.outbox.pop_front() else {
+                return;
+            };
+            let packet_id = if qos == Qos::AtLeastOnce {
+                match self.io.conn.acquire_packet_id() {
+                    Ok(id) => Some(id),
+                    Err(_) => {
+                        self.outbox.push_front((seq, payload));
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
+            let topic = self.commands_topic.clone();
+            let packet = if self.io.is_v5() {
+                let builder = v5_0::Publish::builder().topic_name(topic).map(|b| {
+                    let b = b.qos(qos).payload(payload);
+                    match packet_id {
+                        Some(id) => b.packet_id(id),
+                        None => b,
+                    }
+                });
+                builder.and_then(|b| b.build()).map(Packet::from)
+            } else {
+                let builder = v3_1_1::Publish::builder().topic_name(topic).map(|b| {
+                    let b = b.qos(qos).payload(payload);
+                    match packet_id {
+                        Some(id) => b.packet_id(id),
+                        None => b,
+                    }
+                });
+                builder.and_then(|b| b.build()).map(Packet::from)
+            };
+            self.io.send(packet);
+            if let Some(id) = packet_id {
+                self.outbound.insert(id, seq);
+            }
+            tracing::debug!(device = %self.device, seq, "command sent");
+        }
+    }
+
+    /// The device acknowledged a command: record it delivered.
+    async fn on_puback(&mut self, packet_id: u16, accepted: bool) {
+        let Some(seq) = self.outbound.remove(&packet_id) else {
+            return;
+        };
+        if !accepted {
+            tracing::info!(device = %self.device, seq, "the device refused a command");
+            return;
+        }
+        if let Err(e) = self
+            .shared
+            .db
+            .mark_command_delivered(&self.device, seq)
+            .await
+        {
+            tracing::warn!(device = %self.device, seq, "could not record a command delivered: {e}");
+        }
+    }
+
+    /// An event: if it is a command result, validate and record it.
+    async fn on_event(&mut self, payload: &[u8]) -> crate::error::Result<()> {
+        if payload.len() > MAX_EVENT_BYTES {
+            tracing::info!(device = %self.device, "event larger than {MAX_EVENT_BYTES} bytes not read");
+            return Ok(());
+        }
+        let Ok(serde_json::Value::Object(event)) = serde_json::from_slice(payload) else {
+            tracing::info!(device = %self.device, "event that is not a JSON object ignored");
+            return Ok(());
+        };
+        let seq = match event.get("command_seq") {
+            None | Some(serde_json::Value::Null) => return Ok(()), // not a command result
+            Some(v) => v.as_u64(),
+        };
+        let result = event
+            .get("result")
+            .and_then(serde_json::Value::as_str)
+            .and_then(CommandResult::parse);
+        let (Some(seq), Some(result)) = (seq, result) else {
+            tracing::info!(device = %self.device, "malformed command result ignored");
+            return Ok(());
+        };
+        let reason: Option<String> =
+            event
+                .get("reason")
+                .and_then(serde_json::Value::as_str)
+                .map(|r| {
+                    r.chars()
+                        .filter(|c| !c.is_control())
+                        .take(MAX_REASON_CHARS)
+                        .collect()
+                });
+        let recorded = self
+            .shared
+            .db
+            .record_command_result(&self.device, seq, result, reason.as_deref())
+            .await?;
+        match (recorded, result) {
+            (ResultRecorded::Recorded, _) => {
+                tracing::info!(device = %self.device, seq, result = result.as_str(), "command result recorded");
+            }
+            (ResultRecorded::AlreadyRecorded, CommandResult::Rejected) => {
+                // The agent refused a repeated delivery (a replay): a security event.
+                let actor = Actor {
+                    name: format!("device:{}", self.device),
+                    source: self.peer.ip().to_string(),
+                };
+                let detail = format!(
+                    "device rejected a repeated delivery of command {seq}: {}",
+                    reason.as_deref().unwrap_or("-")
+                );
+                accounts::audit(
+                    &self.shared.db,
+                    &actor,
+                    "device.command",
+                    self.device.as_str(),
+                    Outcome::Denied,
+                    &detail,
+                )
+                .await?;
+            }
+            (ResultRecorded::AlreadyRecorded, CommandResult::Ok) => {
+                tracing::warn!(device = %self.device, seq, "second \"ok\" for a command already answered; kept the first");
+            }
+            (ResultRecorded::Unknown, _) => {
+                tracing::info!(device = %self.device, seq, "result for a command this device does not have ignored");
+            }
+        }
+        Ok(())
     }
 }
 

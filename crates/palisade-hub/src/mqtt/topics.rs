@@ -1,7 +1,9 @@
 //! Topic authorisation for devices (ACC-2, DESIGN.md invariant 6): a device publishes
 //! only to `devices/{its id}/telemetry`, `…/events` and `…/state`, and subscribes only
 //! to filters strictly under `devices/{its id}/` — never a wildcard at or above its id
-//! level, never a shared subscription. Pure functions, so the rules are unit-tested here.
+//! level, never a shared subscription. The hub publishes commands on
+//! `devices/{id}/commands` to a device whose subscriptions cover it ([`filter_matches`]).
+//! Pure functions, so the rules are unit-tested here.
 
 use crate::ids::DeviceId;
 
@@ -39,6 +41,11 @@ impl DeviceTopics {
         }
     }
 
+    /// `devices/{id}/commands`: where the hub sends the device its commands.
+    pub fn commands(&self) -> String {
+        format!("{}commands", self.prefix)
+    }
+
     /// Whether the device may publish to `topic`.
     pub fn may_publish(&self, topic: &str) -> bool {
         self.publish(topic).is_some()
@@ -63,9 +70,56 @@ impl DeviceTopics {
     }
 }
 
+/// Whether the MQTT topic filter `filter` matches the topic name `topic` (`+` one
+/// level, `#` the rest, including the parent level).
+pub fn filter_matches(filter: &str, topic: &str) -> bool {
+    let mut topic_levels = topic.split('/');
+    for level in filter.split('/') {
+        match level {
+            "#" => return true,
+            "+" => {
+                if topic_levels.next().is_none() {
+                    return false;
+                }
+            }
+            exact => {
+                if topic_levels.next() != Some(exact) {
+                    return false;
+                }
+            }
+        }
+    }
+    topic_levels.next().is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_match_topics_as_mqtt_says() {
+        let t = "devices/abc/commands";
+        for yes in [
+            "devices/abc/commands",
+            "devices/abc/+",
+            "devices/abc/#",
+            "devices/+/commands",
+            "#",
+            "devices/abc/commands/#",
+        ] {
+            assert!(filter_matches(yes, t), "{yes}");
+        }
+        for no in [
+            "devices/abc/command",
+            "devices/abc/commands/x",
+            "devices/abc/+/x",
+            "devices/abc",
+            "devices/abd/#",
+            "devices/abc/commands/+",
+        ] {
+            assert!(!filter_matches(no, t), "{no}");
+        }
+    }
 
     #[test]
     fn acc2_a_device_publishes_only_on_its_own_topics() {

@@ -1,7 +1,8 @@
 //! `/api/v1` for devices: enrolment by claim code (public: the code is the
 //! credential), product models, the fleet with per-object access (owners see only
-//! their own devices, ACC-2), owner claiming by pairing code, and revocation that
-//! drops the live connection at once (AUTH-10).
+//! their own devices, ACC-2), owner claiming by pairing code, revocation that
+//! drops the live connection at once (AUTH-10), and commands to a device (ENC-4:
+//! sequence-numbered, with an expiry; staff send, staff and the owner read).
 
 use super::AppState;
 use super::access::Principal;
@@ -9,6 +10,7 @@ use super::error::WebError;
 use super::middleware::ClientAddr;
 use crate::accounts::{self, Actor};
 use crate::audit::Outcome;
+use crate::db::commands::{self as cmd, Command, CommandName};
 use crate::db::device_admin::ClaimOutcome;
 use crate::db::devices::{Device, DeviceStatus, ProductModel};
 use crate::ids::DeviceId;
@@ -349,4 +351,110 @@ pub async fn revoke(
         .await?
         .ok_or(WebError::NotFound)?;
     Ok(Json(view(&state, device)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRequest {
+    name: String,
+    #[serde(default)]
+    args: Option<serde_json::Value>,
+    #[serde(default)]
+    ttl_secs: Option<i64>,
+}
+
+#[derive(Serialize)]
+pub struct CommandCreated {
+    seq: u64,
+    expires_at: i64,
+    /// Handed to the device's live, subscribed connection now (its PUBACK is then
+    /// recorded as `delivered_at`); otherwise sent when the device next subscribes.
+    delivered: bool,
+}
+
+/// Default lifetime of a command.
+const DEFAULT_COMMAND_TTL_SECS: i64 = 300;
+/// Commands listed per device.
+const RECENT_COMMANDS: i64 = 100;
+
+/// `POST /api/v1/devices/{id}/commands` (staff): store a command with the device's
+/// next sequence number and an expiry, audit it, and hand it to the live connection.
+pub async fn send_command(
+    State(state): State<AppState>,
+    p: Principal,
+    Extension(ClientAddr(ip)): Extension<ClientAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WebError> {
+    if !p.is_staff() {
+        return Err(WebError::Forbidden);
+    }
+    let request: CommandRequest = json_body(&headers, &body)?;
+    let name = CommandName::parse(&request.name)
+        .ok_or_else(|| WebError::BadRequest("name must match [a-z][a-z0-9-]{0,31}.".into()))?;
+    let args = request
+        .args
+        .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+    if !args.is_object() {
+        return Err(WebError::BadRequest("args must be a JSON object.".into()));
+    }
+    if args.to_string().len() > cmd::MAX_ARGS_BYTES {
+        return Err(WebError::BadRequest(format!(
+            "args is larger than {} bytes.",
+            cmd::MAX_ARGS_BYTES
+        )));
+    }
+    let ttl = request.ttl_secs.unwrap_or(DEFAULT_COMMAND_TTL_SECS);
+    if !cmd::TTL_SECS.contains(&ttl) {
+        return Err(WebError::BadRequest(format!(
+            "ttl_secs must be between {} and {}.",
+            cmd::TTL_SECS.start(),
+            cmd::TTL_SECS.end()
+        )));
+    }
+    let device = visible_device(&state, &p, &id).await?;
+    if device.status != DeviceStatus::Active {
+        return Err(WebError::Conflict(
+            "This device is not active: it cannot receive commands.".into(),
+        ));
+    }
+    let command = state
+        .db
+        .create_command(&device.id, &name, &args, ttl, p.user.id.as_str())
+        .await?;
+    // Recorded before the command leaves the hub (DESIGN.md invariant 9). The
+    // arguments are not logged: they are the caller's data.
+    accounts::audit(
+        &state.db,
+        &Actor::user(&p.user, ip),
+        "device.command",
+        device.id.as_str(),
+        Outcome::Success,
+        &format!("command {} seq {}", name.as_str(), command.seq),
+    )
+    .await?;
+    let delivered = state.fleet.send_command(&device.id, command.payload());
+    let body = CommandCreated {
+        seq: command.seq,
+        expires_at: command.expires_at,
+        delivered,
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `GET /api/v1/devices/{id}/commands`: the device's recent commands, newest first,
+/// with their status (staff, or the device's owner).
+pub async fn list_commands(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<Command>>, WebError> {
+    let device = visible_device(&state, &p, &id).await?;
+    Ok(Json(
+        state
+            .db
+            .recent_commands(&device.id, RECENT_COMMANDS)
+            .await?,
+    ))
 }

@@ -155,6 +155,25 @@ fn routes(state: AppState) -> Routes {
         .add("POST", "/users/{id}/disable", Admin, post(admin::disable))
         .add("POST", "/users/{id}/enable", Admin, post(admin::enable))
         .add("GET", "/audit", Admin, get(admin::audit_page))
+        .add("GET", "/devices", Signed, get(console::devices::list))
+        .add(
+            "POST",
+            "/devices/claim",
+            Signed,
+            post(console::devices::claim),
+        )
+        .add(
+            "GET",
+            "/devices/{id}",
+            Signed,
+            get(console::devices::detail),
+        )
+        .add(
+            "POST",
+            "/devices/{id}/revoke",
+            Staff,
+            post(console::devices::revoke),
+        )
         .add("GET", "/api/v1/openapi.json", Signed, get(api::openapi))
         .add("GET", "/api/v1/me", Signed, get(api::me))
         .add("GET", "/api/v1/users", Admin, get(api::users))
@@ -186,6 +205,18 @@ fn routes(state: AppState) -> Routes {
             "/api/v1/devices/{id}/revoke",
             Staff,
             post(devices::revoke),
+        )
+        .add(
+            "POST",
+            "/api/v1/devices/{id}/commands",
+            Staff,
+            post(devices::send_command),
+        )
+        .add(
+            "GET",
+            "/api/v1/devices/{id}/commands",
+            Signed,
+            get(devices::list_commands),
         )
         // The claim code in the body is the credential (AUTH-2); see `middleware::csrf`.
         .add("POST", devices::ENROL_PATH, Public, post(devices::enroll))

@@ -2,6 +2,8 @@
 
 pub mod account;
 pub mod admin;
+pub mod chart;
+pub mod devices;
 pub mod signin;
 
 use super::AppState;

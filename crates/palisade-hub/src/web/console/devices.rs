@@ -1,0 +1,422 @@
+//! Device pages: the fleet (staff) or one's own devices (owners, ACC-2, ACC-5) with
+//! claiming by pairing code, and a device's detail page with its declared telemetry
+//! (DATA-1, PRIV-3), identity and life (ACC-3, SUP-3), a server-drawn SVG chart, the
+//! newest messages and its audit trail. Staff may revoke a device, which drops its live
+//! connection at once (AUTH-10). A device the caller may not see answers exactly like
+//! one that does not exist (404), so ids of other owners' devices are not confirmed.
+
+use super::chart::{self, Chart};
+use super::{Ctx, redirect};
+use crate::accounts::{self, Actor};
+use crate::audit::Outcome;
+use crate::db::device_admin::ClaimOutcome;
+use crate::db::devices::{Device, DeviceStatus, FieldKind};
+use crate::ids::DeviceId;
+use crate::web::AppState;
+use crate::web::access::Principal;
+use crate::web::error::WebError;
+use crate::web::pages::{self, AuditRow, Chrome};
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use serde::Deserialize;
+use std::collections::HashMap;
+
+/// Longest pairing code accepted as typed (dashes and spaces included).
+const MAX_CODE_CHARS: usize = 128;
+/// Telemetry messages listed on the detail page.
+const RECENT_MESSAGES: usize = 20;
+/// Longest payload shown in the message table (characters).
+const MAX_PAYLOAD_CHARS: usize = 300;
+/// Audit entries shown on the detail page.
+const AUDIT_ENTRIES: i64 = 50;
+
+/// The one answer for every failed claim: whether a device exists, is enrolled or has
+/// an owner is not revealed.
+const CANNOT_CLAIM: &str = "This pairing code cannot be claimed. Check the code on the device's label and type it again; a new device must be switched on and connected before it can be claimed.";
+
+/// A row of the device list.
+pub struct DeviceRow {
+    pub id: String,
+    pub product: String,
+    pub status: &'static str,
+    pub owner: String,
+    pub firmware: String,
+    pub last_seen: String,
+    pub online: bool,
+    pub rejected: i64,
+}
+
+#[derive(Template)]
+#[template(path = "devices.html")]
+pub struct DevicesPage {
+    pub c: Chrome,
+    pub staff: bool,
+    pub q: String,
+    pub status: String,
+    pub devices: Vec<DeviceRow>,
+    pub capped: bool,
+}
+
+/// A declared telemetry field, as shown to the owner.
+pub struct FieldRow {
+    pub name: String,
+    pub kind: &'static str,
+    pub unit: String,
+    pub purpose: String,
+}
+
+#[derive(Template)]
+#[template(path = "device.html")]
+pub struct DevicePage {
+    pub c: Chrome,
+    pub staff: bool,
+    pub id: String,
+    pub status: &'static str,
+    pub revoked: bool,
+    pub online: bool,
+    pub owner: String,
+    pub product_id: String,
+    pub model: String,
+    pub hardware_revision: String,
+    pub fields: Vec<FieldRow>,
+    pub firmware: String,
+    pub cert_sha256: String,
+    pub cert_expiry: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub rejected: i64,
+    pub charts: Vec<Chart>,
+    pub chart_width: String,
+    pub chart_height: String,
+    pub messages: Vec<(String, String)>,
+    pub audit: Vec<AuditRow>,
+}
+
+/// Per-object access (ACC-2): staff see every device, an owner only their own.
+fn may_see(p: &Principal, device: &Device) -> bool {
+    p.is_staff() || device.owner_id.as_ref() == Some(&p.user.id)
+}
+
+/// The device `id` if the caller may see it; anything else is the same 404.
+async fn visible_device(state: &AppState, p: &Principal, id: &str) -> Result<Device, WebError> {
+    let id = DeviceId::parse(id).ok_or(WebError::NotFound)?;
+    match state.db.device(&id).await? {
+        Some(device) if may_see(p, &device) => Ok(device),
+        _ => Err(WebError::NotFound),
+    }
+}
+
+fn parse_status(s: &str) -> Option<DeviceStatus> {
+    match s {
+        "active" => Some(DeviceStatus::Active),
+        "revoked" => Some(DeviceStatus::Revoked),
+        "decommissioned" => Some(DeviceStatus::Decommissioned),
+        _ => None,
+    }
+}
+
+fn kind_name(kind: FieldKind) -> &'static str {
+    match kind {
+        FieldKind::Number => "number",
+        FieldKind::Integer => "integer",
+        FieldKind::Boolean => "boolean",
+        FieldKind::String => "string",
+    }
+}
+
+fn last_seen(device: &Device) -> String {
+    device
+        .last_seen_at
+        .map_or_else(|| "never".into(), pages::fmt_time)
+}
+
+#[derive(Deserialize)]
+pub struct FleetQuery {
+    q: Option<String>,
+    status: Option<String>,
+}
+
+async fn list_view(
+    state: &AppState,
+    ctx: &Ctx,
+    query: &FleetQuery,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Result<Response, WebError> {
+    let me = ctx.me()?;
+    let staff = me.is_staff();
+    let q = crate::db::device_views::normalize_search(query.q.as_deref().unwrap_or(""));
+    let status = query.status.as_deref().and_then(parse_status);
+    let devices = if staff {
+        state.db.fleet_devices(&q, status).await?
+    } else {
+        // An owner's own devices only (ACC-2), filtered the same way.
+        state
+            .db
+            .devices_owned_by(&me.user.id)
+            .await?
+            .into_iter()
+            .filter(|d| status.is_none_or(|s| d.status == s))
+            .filter(|d| {
+                q.is_empty()
+                    || d.id.as_str().to_lowercase().contains(&q)
+                    || d.product_id.as_str().to_lowercase().contains(&q)
+            })
+            .collect()
+    };
+    let owners: HashMap<String, String> = if staff {
+        state
+            .db
+            .users()
+            .await?
+            .into_iter()
+            .map(|u| (u.id.to_string(), u.username.to_string()))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let capped = staff && devices.len() as i64 >= crate::db::device_views::MAX_FLEET_ROWS;
+    let rows = devices
+        .into_iter()
+        .map(|d| DeviceRow {
+            id: d.id.to_string(),
+            product: d.product_id.to_string(),
+            status: d.status.as_str(),
+            owner: d.owner_id.as_ref().map_or_else(
+                || "—".into(),
+                |o| {
+                    owners
+                        .get(o.as_str())
+                        .cloned()
+                        .unwrap_or_else(|| "?".into())
+                },
+            ),
+            firmware: d.firmware_version.clone(),
+            last_seen: last_seen(&d),
+            online: state.fleet.is_connected(&d.id),
+            rejected: d.rejected_messages,
+        })
+        .collect();
+    let mut c = ctx.chrome(state, "Devices");
+    c.notice = notice;
+    c.error = error;
+    pages::render(DevicesPage {
+        c,
+        staff,
+        q,
+        status: status.map_or("", DeviceStatus::as_str).to_owned(),
+        devices: rows,
+        capped,
+    })
+}
+
+/// `GET /devices`: the fleet for staff (search by id or product, filter by status),
+/// an owner's own devices otherwise, with the claim form.
+pub async fn list(
+    State(state): State<AppState>,
+    _: Principal,
+    ctx: Ctx,
+    Query(query): Query<FleetQuery>,
+) -> Result<Response, WebError> {
+    list_view(&state, &ctx, &query, None, None).await
+}
+
+#[derive(Deserialize)]
+pub struct ClaimForm {
+    pairing_code: String,
+}
+
+/// `POST /devices/claim`: bind a device to the signed-in account with the pairing code
+/// from its label (ACC-3). Every attempt counts against the source address, so codes
+/// cannot be guessed at speed; a device with an owner stays theirs.
+pub async fn claim(
+    State(state): State<AppState>,
+    p: Principal,
+    ctx: Ctx,
+    Form(form): Form<ClaimForm>,
+) -> Result<Response, WebError> {
+    state
+        .auth
+        .attempt_from(ctx.ip)
+        .map_err(WebError::TooManyRequests)?;
+    let code = form.pairing_code.trim();
+    let outcome = if code.is_empty() || code.chars().count() > MAX_CODE_CHARS {
+        ClaimOutcome::Unknown
+    } else {
+        state.db.claim_device(code, &p.user.id).await?
+    };
+    let actor = Actor::user(&p.user, ctx.ip);
+    let denied = match outcome {
+        ClaimOutcome::Claimed(device) => {
+            accounts::audit(
+                &state.db,
+                &actor,
+                "device.claim",
+                device.id.as_str(),
+                Outcome::Success,
+                "claimed in the console",
+            )
+            .await?;
+            return Ok(redirect(&format!("/devices/{}?done=claimed", device.id)));
+        }
+        ClaimOutcome::AlreadyYours(device) => {
+            return Ok(redirect(&format!("/devices/{}?done=yours", device.id)));
+        }
+        ClaimOutcome::OwnedByAnother => "device already has an owner",
+        ClaimOutcome::NotEnrolledYet => "device not enrolled yet",
+        ClaimOutcome::Unknown => "pairing code not valid",
+    };
+    accounts::audit(
+        &state.db,
+        &actor,
+        "device.claim",
+        "-",
+        Outcome::Denied,
+        denied,
+    )
+    .await?;
+    let query = FleetQuery {
+        q: None,
+        status: None,
+    };
+    list_view(&state, &ctx, &query, None, Some(CANNOT_CLAIM.into())).await
+}
+
+#[derive(Deserialize)]
+pub struct Done {
+    done: Option<String>,
+}
+
+/// `GET /devices/{id}`: one device, if the caller may see it.
+pub async fn detail(
+    State(state): State<AppState>,
+    p: Principal,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Query(done): Query<Done>,
+) -> Result<Response, WebError> {
+    let device = visible_device(&state, &p, &id).await?;
+    let staff = p.is_staff();
+    let product = state.db.product(&device.product_id).await?;
+    let (model, hardware_revision, specs) = product.map_or_else(
+        || ("(unknown model)".to_owned(), "-".to_owned(), Vec::new()),
+        |m| (m.name, m.hardware_revision, m.fields),
+    );
+    let samples = state.db.telemetry(&device.id, chart::MAX_SAMPLES).await?;
+    let charts = chart::charts(&specs, &samples, pages::fmt_time);
+    let messages = samples
+        .iter()
+        .take(RECENT_MESSAGES)
+        .map(|(at, payload)| {
+            let mut shown: String = payload.chars().take(MAX_PAYLOAD_CHARS).collect();
+            if payload.chars().count() > MAX_PAYLOAD_CHARS {
+                shown.push('…');
+            }
+            (pages::fmt_time(at.div_euclid(1000)), shown)
+        })
+        .collect();
+    let audit = state
+        .db
+        .audit_entries_for_target(device.id.as_str(), AUDIT_ENTRIES)
+        .await?
+        .into_iter()
+        .map(|e| AuditRow {
+            seq: e.seq,
+            at: pages::fmt_time(e.at),
+            actor: e.actor,
+            // Where staff acted from is theirs to know, not the owner's.
+            source: if staff { e.source } else { String::new() },
+            action: e.action,
+            target: e.target,
+            outcome: e.outcome,
+            detail: e.detail,
+        })
+        .collect();
+    let owner = match (&device.owner_id, staff) {
+        (None, _) => "no owner yet".to_owned(),
+        (Some(o), true) => match state.db.user(o).await? {
+            Some(u) => u.username.to_string(),
+            None => "?".into(),
+        },
+        (Some(_), false) => p.user.username.to_string(),
+    };
+    let notice = match done.done.as_deref() {
+        Some("claimed") => Some("The device is now yours."),
+        Some("yours") => Some("This device is already yours."),
+        Some("revoked") => Some("The device is revoked; its connection was dropped."),
+        _ => None,
+    };
+    let mut c = ctx.chrome(&state, &format!("Device {}", device.id));
+    c.notice = notice.map(str::to_owned);
+    pages::render(DevicePage {
+        c,
+        staff,
+        id: device.id.to_string(),
+        status: device.status.as_str(),
+        revoked: device.status == DeviceStatus::Revoked,
+        online: state.fleet.is_connected(&device.id),
+        owner,
+        product_id: device.product_id.to_string(),
+        model,
+        hardware_revision,
+        fields: specs
+            .into_iter()
+            .map(|f| FieldRow {
+                name: f.name,
+                kind: kind_name(f.kind),
+                unit: f.unit,
+                purpose: f.purpose,
+            })
+            .collect(),
+        firmware: if device.firmware_version.is_empty() {
+            "unknown".into()
+        } else {
+            device.firmware_version.clone()
+        },
+        cert_sha256: device.cert_sha256.clone(),
+        cert_expiry: pages::fmt_time(device.cert_not_after),
+        first_seen: pages::fmt_time(device.created_at),
+        last_seen: last_seen(&device),
+        rejected: device.rejected_messages,
+        charts,
+        chart_width: format!("{:.0}", chart::WIDTH),
+        chart_height: format!("{:.0}", chart::HEIGHT),
+        messages,
+        audit,
+    })
+}
+
+/// `POST /devices/{id}/revoke` (staff): the certificate is no longer accepted and the
+/// live connection, if any, drops at once (AUTH-10).
+pub async fn revoke(
+    State(state): State<AppState>,
+    p: Principal,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    if !p.is_staff() {
+        return Err(WebError::Forbidden);
+    }
+    let device = visible_device(&state, &p, &id).await?;
+    state
+        .db
+        .set_device_status(&device.id, DeviceStatus::Revoked)
+        .await?;
+    let dropped = state.fleet.disconnect(&device.id);
+    accounts::audit(
+        &state.db,
+        &Actor::user(&p.user, ctx.ip),
+        "device.revoke",
+        device.id.as_str(),
+        Outcome::Success,
+        if dropped {
+            "revoked in the console; live connection dropped"
+        } else {
+            "revoked in the console; not connected"
+        },
+    )
+    .await?;
+    Ok(redirect(&format!("/devices/{}?done=revoked", device.id)))
+}
