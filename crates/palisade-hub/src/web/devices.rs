@@ -79,13 +79,17 @@ fn view(state: &AppState, device: Device) -> DeviceView {
 }
 
 /// Per-object access (ACC-2): staff see every device, an owner only their own.
-fn may_see(p: &Principal, device: &Device) -> bool {
+pub(crate) fn may_see(p: &Principal, device: &Device) -> bool {
     p.is_staff() || device.owner_id.as_ref() == Some(&p.user.id)
 }
 
 /// The device `id` if the caller may see it. Anything else is 404, so the answer
 /// does not confirm that another owner's device id exists.
-async fn visible_device(state: &AppState, p: &Principal, id: &str) -> Result<Device, WebError> {
+pub(crate) async fn visible_device(
+    state: &AppState,
+    p: &Principal,
+    id: &str,
+) -> Result<Device, WebError> {
     let id = DeviceId::parse(id).ok_or(WebError::NotFound)?;
     match state.db.device(&id).await? {
         Some(device) if may_see(p, &device) => Ok(device),
@@ -327,6 +331,22 @@ pub async fn revoke(
         return Err(WebError::Forbidden);
     }
     let device = visible_device(&state, &p, &id).await?;
+    revoke_device(&state, &Actor::user(&p.user, ip), &device).await?;
+    let device = state
+        .db
+        .device(&device.id)
+        .await?
+        .ok_or(WebError::NotFound)?;
+    Ok(Json(view(&state, device)))
+}
+
+/// Revoke a device (console and API): its certificate is refused from now on, its live
+/// connection drops at once (AUTH-10), and the audit entry is written before the answer.
+pub(crate) async fn revoke_device(
+    state: &AppState,
+    actor: &Actor,
+    device: &Device,
+) -> Result<(), WebError> {
     state
         .db
         .set_device_status(&device.id, DeviceStatus::Revoked)
@@ -334,7 +354,7 @@ pub async fn revoke(
     let dropped = state.fleet.disconnect(&device.id);
     accounts::audit(
         &state.db,
-        &Actor::user(&p.user, ip),
+        actor,
         "device.revoke",
         device.id.as_str(),
         Outcome::Success,
@@ -345,12 +365,7 @@ pub async fn revoke(
         },
     )
     .await?;
-    let device = state
-        .db
-        .device(&device.id)
-        .await?
-        .ok_or(WebError::NotFound)?;
-    Ok(Json(view(&state, device)))
+    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -11,9 +11,9 @@ use crate::accounts::{self, Actor};
 use crate::audit::Outcome;
 use crate::db::device_admin::ClaimOutcome;
 use crate::db::devices::{Device, DeviceStatus, FieldKind};
-use crate::ids::DeviceId;
 use crate::web::AppState;
 use crate::web::access::Principal;
+use crate::web::devices::{revoke_device, visible_device};
 use crate::web::error::WebError;
 use crate::web::pages::{self, AuditRow, Chrome};
 use askama::Template;
@@ -92,20 +92,6 @@ pub struct DevicePage {
     pub chart_height: String,
     pub messages: Vec<(String, String)>,
     pub audit: Vec<AuditRow>,
-}
-
-/// Per-object access (ACC-2): staff see every device, an owner only their own.
-fn may_see(p: &Principal, device: &Device) -> bool {
-    p.is_staff() || device.owner_id.as_ref() == Some(&p.user.id)
-}
-
-/// The device `id` if the caller may see it; anything else is the same 404.
-async fn visible_device(state: &AppState, p: &Principal, id: &str) -> Result<Device, WebError> {
-    let id = DeviceId::parse(id).ok_or(WebError::NotFound)?;
-    match state.db.device(&id).await? {
-        Some(device) if may_see(p, &device) => Ok(device),
-        _ => Err(WebError::NotFound),
-    }
 }
 
 fn parse_status(s: &str) -> Option<DeviceStatus> {
@@ -400,23 +386,6 @@ pub async fn revoke(
         return Err(WebError::Forbidden);
     }
     let device = visible_device(&state, &p, &id).await?;
-    state
-        .db
-        .set_device_status(&device.id, DeviceStatus::Revoked)
-        .await?;
-    let dropped = state.fleet.disconnect(&device.id);
-    accounts::audit(
-        &state.db,
-        &Actor::user(&p.user, ctx.ip),
-        "device.revoke",
-        device.id.as_str(),
-        Outcome::Success,
-        if dropped {
-            "revoked in the console; live connection dropped"
-        } else {
-            "revoked in the console; not connected"
-        },
-    )
-    .await?;
+    revoke_device(&state, &Actor::user(&p.user, ctx.ip), &device).await?;
     Ok(redirect(&format!("/devices/{}?done=revoked", device.id)))
 }
