@@ -909,49 +909,79 @@ pub async fn reset_form(
     )
 }
 
-pub async fn reset_submit(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Form(form): Form<NewPasswordForm>,
-) -> Result<Response, WebError> {
-    throttle(&state, &ctx)?;
+/// What redeeming an e-mailed link with a new password gave.
+enum Redeemed {
+    /// The link was valid and is now used up; the account and its new password hash.
+    Done(User, String),
+    /// The password was refused: the form again, with the reason (the link stays valid).
+    Retry(Response),
+}
+
+/// The shared part of password reset and invitation: a throttled, single-use link
+/// whose new password must pass the policy; the link is used up only once the new
+/// password is hashed, so a refused password does not burn it.
+async fn redeem_link(
+    state: &AppState,
+    ctx: &Ctx,
+    form: &NewPasswordForm,
+    purpose: Purpose,
+) -> Result<Redeemed, WebError> {
+    throttle(state, ctx)?;
     if !plausible(&form.token) {
         return Err(link_invalid());
     }
     let user_id = state
         .db
-        .one_time_token_user(&form.token, Purpose::ResetPassword, false)
+        .one_time_token_user(&form.token, purpose, false)
         .await?
         .ok_or_else(link_invalid)?;
     let user = state.db.user(&user_id).await?.ok_or_else(link_invalid)?;
+    // An invitee has no second factor yet; a reset keeps the account's factor.
+    let has_mfa = purpose == Purpose::ResetPassword && user.has_mfa();
+    let (title, action) = match purpose {
+        Purpose::Invite => ("Accept your invitation", "/invite"),
+        _ => ("Choose a new password", "/recover/reset"),
+    };
     let password = match check_password(
-        &state,
+        state,
         &form.password,
         user.username.as_str(),
         user.email.as_str(),
-        user.has_mfa(),
+        has_mfa,
     ) {
         Ok(p) => p,
         Err(msg) => {
-            return new_password_page(
-                &state,
-                &ctx,
-                "Choose a new password",
-                "/recover/reset",
+            return Ok(Redeemed::Retry(new_password_page(
+                state,
+                ctx,
+                title,
+                action,
                 &form.token,
                 Some(msg),
-            );
+            )?));
         }
     };
     let hash = state.auth.hash(password).await?;
     if state
         .db
-        .one_time_token_user(&form.token, Purpose::ResetPassword, true)
+        .one_time_token_user(&form.token, purpose, true)
         .await?
         .is_none()
     {
         return Err(link_invalid());
     }
+    Ok(Redeemed::Done(user, hash))
+}
+
+pub async fn reset_submit(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<NewPasswordForm>,
+) -> Result<Response, WebError> {
+    let (user, hash) = match redeem_link(&state, &ctx, &form, Purpose::ResetPassword).await? {
+        Redeemed::Done(user, hash) => (user, hash),
+        Redeemed::Retry(page) => return Ok(page),
+    };
     state.db.set_password_hash(&user.id, &hash).await?;
     state.db.clear_failures(&user.id).await?;
     state.db.delete_user_sessions(&user.id, None).await?;
@@ -1011,44 +1041,10 @@ pub async fn invite_submit(
     ctx: Ctx,
     Form(form): Form<NewPasswordForm>,
 ) -> Result<Response, WebError> {
-    throttle(&state, &ctx)?;
-    if !plausible(&form.token) {
-        return Err(link_invalid());
-    }
-    let user_id = state
-        .db
-        .one_time_token_user(&form.token, Purpose::Invite, false)
-        .await?
-        .ok_or_else(link_invalid)?;
-    let user = state.db.user(&user_id).await?.ok_or_else(link_invalid)?;
-    let password = match check_password(
-        &state,
-        &form.password,
-        user.username.as_str(),
-        user.email.as_str(),
-        false,
-    ) {
-        Ok(p) => p,
-        Err(msg) => {
-            return new_password_page(
-                &state,
-                &ctx,
-                "Accept your invitation",
-                "/invite",
-                &form.token,
-                Some(msg),
-            );
-        }
+    let (user, hash) = match redeem_link(&state, &ctx, &form, Purpose::Invite).await? {
+        Redeemed::Done(user, hash) => (user, hash),
+        Redeemed::Retry(page) => return Ok(page),
     };
-    let hash = state.auth.hash(password).await?;
-    if state
-        .db
-        .one_time_token_user(&form.token, Purpose::Invite, true)
-        .await?
-        .is_none()
-    {
-        return Err(link_invalid());
-    }
     state.db.set_password_hash(&user.id, &hash).await?;
     state.db.set_status(&user.id, Status::Active).await?;
     accounts::audit(
