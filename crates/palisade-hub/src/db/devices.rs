@@ -89,6 +89,25 @@ pub struct ClaimCode {
     pub expires_at: i64,
 }
 
+/// Rows per multi-row INSERT: 3 parameters each, far below SQLite's 32,766 and
+/// PostgreSQL's 65,535 parameters per statement.
+const TELEMETRY_ROWS_PER_INSERT: usize = 256;
+
+/// `INSERT INTO telemetry … VALUES ($1, $2, $3), ($4, $5, $6), …` for `rows` rows. Built
+/// only from constants and counts (never from data), so it is safe to execute.
+fn multi_row_insert(rows: usize) -> String {
+    let mut sql =
+        String::from("INSERT INTO telemetry (device_id, received_at_ms, payload) VALUES ");
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        let base = row * 3;
+        sql.push_str(&format!("(${}, ${}, ${})", base + 1, base + 2, base + 3));
+    }
+    sql
+}
+
 macro_rules! device_columns {
     () => {
         "id, product_id, status, cert_sha256, cert_not_after, owner_id, firmware_version, \
@@ -339,15 +358,15 @@ impl Db {
     /// once the batch is committed: only then may the messages be acknowledged.
     pub async fn insert_telemetry_batch(&self, batch: &[(DeviceId, i64, String)]) -> Result<()> {
         let mut tx = self.pool().begin().await?;
-        for (device, at_ms, payload) in batch {
-            sqlx::query(
-                "INSERT INTO telemetry (device_id, received_at_ms, payload) VALUES ($1, $2, $3)",
-            )
-            .bind(device.as_str())
-            .bind(*at_ms)
-            .bind(payload)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in batch.chunks(TELEMETRY_ROWS_PER_INSERT) {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(multi_row_insert(chunk.len())));
+            for (device, at_ms, payload) in chunk {
+                query = query
+                    .bind(device.as_str())
+                    .bind(*at_ms)
+                    .bind(payload.as_str());
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
