@@ -302,7 +302,7 @@ pub async fn claim(
         ClaimOutcome::OwnedByAnother => {
             refuse("device already has an owner").await?;
             Err(WebError::Conflict(
-                "This device already belongs to an account. The owner must remove it (or reset the device) before it can be claimed again.".into(),
+                "This device already belongs to an account and cannot be claimed.".into(),
             ))
         }
         ClaimOutcome::NotEnrolledYet => {
