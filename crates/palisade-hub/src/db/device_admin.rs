@@ -227,6 +227,18 @@ impl Db {
     }
 }
 
+/// The version a device reports running (SUP-3).
+impl Db {
+    pub async fn set_firmware_version(&self, id: &DeviceId, version: &str) -> Result<()> {
+        sqlx::query("UPDATE devices SET firmware_version = $1 WHERE id = $2")
+            .bind(version)
+            .bind(id.as_str())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,7 +34,8 @@
 //!   for that command: a bounded JSON object whose seq must be one of this device's
 //!   commands; the first result is stored before the PUBACK, and a later "rejected"
 //!   for a command already answered (a replay the agent refused) is audited. Other
-//!   events and state (`…/state`) are authorised and acknowledged; nothing stores them.
+//!   events and state (`…/state`) are authorised and acknowledged; of a state report only
+//!   the reported version is stored (SUP-3), of events only command results.
 //!
 //! Refusing a single message: MQTT 5 can say why per message (PUBACK reason codes 0x87
 //! not authorised, 0x97 quota exceeded — used for the rate limit, since 0x96 is a
@@ -834,7 +835,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                 }
                 ack_after(&mut self.pending);
             }
-            Some(OwnTopic::State) => ack_after(&mut self.pending),
+            Some(OwnTopic::State) => {
+                if let Err(e) = self.on_state(payload).await {
+                    tracing::warn!(device = %self.device, "could not record the device's version: {e}");
+                    self.end = Some(End::Now(Some(DisconnectReasonCode::UnspecifiedError)));
+                    return;
+                }
+                ack_after(&mut self.pending);
+            }
             Some(OwnTopic::Telemetry) => match self.schema.validate(payload) {
                 Err(why) => {
                     tracing::info!(device = %self.device, "telemetry refused: {why}");
@@ -1090,6 +1098,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
         {
             tracing::warn!(device = %self.device, seq, "could not record a command delivered: {e}");
         }
+    }
+
+    /// A state report: record the version the device runs (SUP-3) — `firmware_version`
+    /// if the device reports one, else the agent's own `agent_version` — so the console
+    /// and API can show it. Anything else in the report is not stored.
+    async fn on_state(&mut self, payload: &[u8]) -> crate::error::Result<()> {
+        if payload.len() > MAX_EVENT_BYTES {
+            return Ok(());
+        }
+        let Ok(serde_json::Value::Object(state)) = serde_json::from_slice(payload) else {
+            return Ok(());
+        };
+        let printable = |v: &serde_json::Value| {
+            v.as_str()
+                .filter(|s| {
+                    !s.is_empty()
+                        && s.len() <= 64
+                        && s.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+                })
+                .map(str::to_owned)
+        };
+        let version = state
+            .get("firmware_version")
+            .and_then(printable)
+            .or_else(|| {
+                state
+                    .get("agent_version")
+                    .and_then(printable)
+                    .map(|v| format!("agent {v}"))
+            });
+        if let Some(version) = version {
+            self.shared
+                .db
+                .set_firmware_version(&self.device, &version)
+                .await?;
+        }
+        Ok(())
     }
 
     /// An event: if it is a command result, validate and record it.
