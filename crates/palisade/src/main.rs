@@ -13,6 +13,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod demo;
+
 #[derive(Parser)]
 #[command(name = "palisade", version, about = "Palisade: a secure-by-default IoT hub", long_about = None)]
 struct Cli {
@@ -54,6 +56,10 @@ struct ConfigArgs {
 enum Command {
     /// Run the hub (HTTPS only)
     Serve {
+        /// Also run this many simulated devices (real agents, enrolled through the real
+        /// API, sending telemetry), so a newcomer sees a living fleet at /devices (0–50)
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=50))]
+        demo: u16,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -263,7 +269,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve { config } => serve(load(&config)?).await,
+        Command::Serve { demo, config } => serve(load(&config)?, demo).await,
         Command::Setup { new_code, config } => {
             if !new_code {
                 bail!("nothing to do: use `palisade setup --new-code` to issue a fresh setup code");
@@ -319,7 +325,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-async fn serve(config: Config) -> Result<ExitCode> {
+async fn serve(config: Config, demo_devices: u16) -> Result<ExitCode> {
+    let data_dir = config.data_dir.clone();
     let hub = palisade_hub::start(config)
         .await
         .context("the hub could not start")?;
@@ -341,6 +348,17 @@ async fn serve(config: Config) -> Result<ExitCode> {
             hub.url()
         );
     }
+    let (demo_stop, demo_stopped) = tokio::sync::watch::channel(false);
+    let demo_tasks = if demo_devices > 0 {
+        let tasks = demo::start(&hub, &data_dir.join("demo"), demo_devices, demo_stopped).await?;
+        println!(
+            "Demo: {demo_devices} simulated devices are sending telemetry; sign in and open {}/devices",
+            hub.url()
+        );
+        tasks
+    } else {
+        Vec::new()
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {
             eprintln!("stopping");
@@ -348,6 +366,10 @@ async fn serve(config: Config) -> Result<ExitCode> {
         _ = terminate() => {
             eprintln!("stopping (SIGTERM)");
         }
+    }
+    let _ = demo_stop.send(true);
+    for task in demo_tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
     }
     hub.shutdown().await;
     Ok(ExitCode::SUCCESS)
