@@ -22,6 +22,21 @@ use serde::Deserialize;
 /// API tokens live 90 days.
 const API_TOKEN_TTL: i64 = 90 * 86_400;
 
+/// Make ten new recovery codes for the account, store only their digests (the old
+/// ones stop working), and return them to be shown once.
+async fn replace_recovery_codes(
+    state: &AppState,
+    user: &crate::ids::UserId,
+) -> Result<Vec<String>, WebError> {
+    let codes = totp::recovery_codes();
+    let digests: Vec<String> = codes
+        .iter()
+        .map(|c| token::digest(&token::normalize_code(c)))
+        .collect();
+    state.db.replace_recovery_codes(user, &digests).await?;
+    Ok(codes)
+}
+
 pub async fn enrol_form(State(state): State<AppState>, ctx: Ctx) -> Result<Response, WebError> {
     let me = ctx.me()?;
     let Some(secret) = me.user.totp_pending.as_deref().and_then(decode_secret) else {
@@ -83,15 +98,7 @@ pub async fn enrol_submit(
     if !state.db.activate_totp(&me.user.id, step as i64).await? {
         return Ok(redirect("/account"));
     }
-    let codes = totp::recovery_codes();
-    let digests: Vec<String> = codes
-        .iter()
-        .map(|c| token::digest(&token::normalize_code(c)))
-        .collect();
-    state
-        .db
-        .replace_recovery_codes(&me.user.id, &digests)
-        .await?;
+    let codes = replace_recovery_codes(&state, &me.user.id).await?;
     accounts::audit(
         &state.db,
         &actor,
@@ -438,15 +445,7 @@ pub async fn new_recovery_codes(
         )
         .await;
     }
-    let codes = totp::recovery_codes();
-    let digests: Vec<String> = codes
-        .iter()
-        .map(|c| token::digest(&token::normalize_code(c)))
-        .collect();
-    state
-        .db
-        .replace_recovery_codes(&me.user.id, &digests)
-        .await?;
+    let codes = replace_recovery_codes(&state, &me.user.id).await?;
     accounts::audit(
         &state.db,
         &actor,

@@ -61,6 +61,20 @@ fn check_password(
     Ok(password)
 }
 
+/// Validate what a new account was given (setup, sign-up): the first problem, as the
+/// message to show, or the typed values.
+fn new_account(
+    state: &AppState,
+    username: &str,
+    email: &str,
+    password: &str,
+) -> Result<(Username, Email, Password), String> {
+    let username = Username::parse(username).map_err(|e| e.to_string())?;
+    let email = Email::parse(email).map_err(|e| e.to_string())?;
+    let password = check_password(state, password, username.as_str(), email.as_str(), false)?;
+    Ok((username, email, password))
+}
+
 fn password_hint() -> String {
     format!(
         "At least {} characters; up to {}. Any characters, including spaces and emoji. A few unrelated words make a strong passphrase.",
@@ -135,24 +149,11 @@ pub async fn setup_submit(
         .await?;
         return fail("That setup code is not valid: it may be mistyped, used or expired. Run `palisade setup --new-code` on the hub for a new one.".into());
     }
-    let username = match Username::parse(&form.username) {
-        Ok(u) => u,
-        Err(e) => return fail(e.to_string()),
-    };
-    let email = match Email::parse(&form.email) {
-        Ok(e) => e,
-        Err(e) => return fail(e.to_string()),
-    };
-    let password = match check_password(
-        &state,
-        &form.password,
-        username.as_str(),
-        email.as_str(),
-        false,
-    ) {
-        Ok(p) => p,
-        Err(msg) => return fail(msg),
-    };
+    let (username, email, password) =
+        match new_account(&state, &form.username, &form.email, &form.password) {
+            Ok(parts) => parts,
+            Err(msg) => return fail(msg),
+        };
     let hash = state.auth.hash(password).await?;
     // Use the code up only now, atomically: exactly one request can win it.
     if !state.db.consume_setup_code(&form.code).await? {
@@ -634,24 +635,11 @@ pub async fn signup_submit(
 ) -> Result<Response, WebError> {
     throttle(&state, &ctx)?;
     let fail = |msg: String| signup_page(&state, &ctx, Some(msg), Some(&form));
-    let username = match Username::parse(&form.username) {
-        Ok(u) => u,
-        Err(e) => return fail(e.to_string()),
-    };
-    let email = match Email::parse(&form.email) {
-        Ok(e) => e,
-        Err(e) => return fail(e.to_string()),
-    };
-    let password = match check_password(
-        &state,
-        &form.password,
-        username.as_str(),
-        email.as_str(),
-        false,
-    ) {
-        Ok(p) => p,
-        Err(msg) => return fail(msg),
-    };
+    let (username, email, password) =
+        match new_account(&state, &form.username, &form.email, &form.password) {
+            Ok(parts) => parts,
+            Err(msg) => return fail(msg),
+        };
     // Hash before looking the address up, so both paths take the same time.
     let hash = state.auth.hash(password).await?;
     if let Some(existing) = state.db.user_by_email(&email).await? {
