@@ -40,6 +40,7 @@ pub struct RunningHub {
     pub setup_code: Option<String>,
     pub db: Db,
     pub state: web::AppState,
+    pki: Arc<pki::Pki>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -59,6 +60,17 @@ impl RunningHub {
         self.db.close().await;
     }
 
+    /// Renew the served certificates now if due (the hub also checks every
+    /// [`CERTIFICATE_CHECK_INTERVAL`]); returns whether a new one is served.
+    pub fn renew_certificates_if_due(&self) -> Result<bool> {
+        pki::renew_if_due(&self.state.config, &self.pki)
+    }
+
+    /// The leaf certificate (DER) new console connections get.
+    pub fn console_certificate_der(&self) -> Vec<u8> {
+        self.pki.console_certificate.leaf_der()
+    }
+
     /// Wait until the server task ends (it runs until shutdown).
     pub async fn wait(mut self) {
         if let Some(server) = self.tasks.first_mut() {
@@ -66,6 +78,11 @@ impl RunningHub {
         }
     }
 }
+
+/// How often the running hub checks whether its server certificate needs renewing
+/// (at `SERVER_RENEW_DAYS` before expiry) or the operator replaced theirs.
+pub const CERTIFICATE_CHECK_INTERVAL: std::time::Duration =
+    std::time::Duration::from_secs(6 * 3600);
 
 /// Open the database for a configuration (creating the data directory), for CLI work.
 pub async fn open_database(config: &Config) -> Result<Db> {
@@ -77,7 +94,7 @@ pub async fn open_database(config: &Config) -> Result<Db> {
 /// HTTPS listener and background jobs.
 pub async fn start(config: Config) -> Result<RunningHub> {
     pki::prepare_data_dir(&config.data_dir)?;
-    let pki = pki::load_or_create(&config)?;
+    let pki = Arc::new(pki::load_or_create(&config)?);
     let delivery = mail::Delivery::from_config(&config)?;
     let db = Db::open(&config).await?;
     let setup_code = if db.active_admin_count().await? == 0 {
@@ -140,6 +157,23 @@ pub async fn start(config: Config) -> Result<RunningHub> {
         delivery,
         stop_rx.clone(),
     )));
+    let (renew_config, renew_pki) = (config.clone(), pki.clone());
+    let mut stop_renew = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(CERTIFICATE_CHECK_INTERVAL) => {}
+                _ = stop_renew.changed() => return,
+            }
+            let (config, pki) = (renew_config.clone(), renew_pki.clone());
+            match tokio::task::spawn_blocking(move || pki::renew_if_due(&config, &pki)).await {
+                Ok(Ok(true)) => tracing::info!("serving a renewed server certificate"),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "server certificate renewal failed; still serving the current one"),
+                Err(e) => tracing::error!(error = %e, "server certificate renewal task failed"),
+            }
+        }
+    }));
     let auth = state.auth.clone();
     let mut stop_sweep = stop_rx;
     tasks.push(tokio::spawn(async move {
@@ -153,9 +187,10 @@ pub async fn start(config: Config) -> Result<RunningHub> {
     Ok(RunningHub {
         addr,
         mqtt_addr,
-        ca_cert_path: pki.ca_cert_path,
-        ca_fingerprint: pki.ca_fingerprint,
-        server_spki_sha256: pki.server_spki_sha256,
+        ca_cert_path: pki.ca_cert_path.clone(),
+        ca_fingerprint: pki.ca_fingerprint.clone(),
+        server_spki_sha256: pki.server_spki_sha256.clone(),
+        pki,
         setup_code,
         db,
         state,

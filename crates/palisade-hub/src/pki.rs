@@ -5,16 +5,23 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use palisade_crypto::ca::{self, CertAndKey, HubCa};
 use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// What the hub serves TLS with, and what it tells the operator.
 pub struct Pki {
     pub server_config: Arc<ServerConfig>,
+    /// The console's certificate, replaced in place when renewed or when the
+    /// operator's files change.
+    pub console_certificate: Arc<LiveCertificate>,
+    /// The hub-CA server certificate devices see, replaced in place when renewed.
+    pub device_certificate: Arc<LiveCertificate>,
     /// TLS for device connections: the hub-CA server certificate, and a client
     /// certificate issued by the hub CA required (mutual TLS).
     pub device_server_config: Arc<ServerConfig>,
@@ -29,6 +36,98 @@ pub struct Pki {
     /// SHA-256 of the server key's SubjectPublicKeyInfo, base64 (for pinning, e.g.
     /// Chromium's `--ignore-certificate-errors-spki-list`).
     pub server_spki_sha256: String,
+}
+
+/// A server certificate that can be replaced while the hub runs: new handshakes get
+/// the new one, established connections keep theirs. Without it a hub running for
+/// longer than the certificate's lifetime would serve an expired certificate.
+#[derive(Debug)]
+pub struct LiveCertificate {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl LiveCertificate {
+    fn new(key: CertifiedKey) -> Arc<Self> {
+        Arc::new(Self {
+            current: RwLock::new(Arc::new(key)),
+        })
+    }
+
+    fn replace(&self, key: CertifiedKey) {
+        // A poisoned lock only means a panic while swapping an Arc; the value inside
+        // is still a whole certificate.
+        let mut slot = self.current.write().unwrap_or_else(|e| e.into_inner());
+        *slot = Arc::new(key);
+    }
+
+    /// The leaf certificate served now (DER).
+    pub fn leaf_der(&self) -> Vec<u8> {
+        let slot = self.current.read().unwrap_or_else(|e| e.into_inner());
+        slot.cert.first().map(|c| c.to_vec()).unwrap_or_default()
+    }
+}
+
+impl ResolvesServerCert for LiveCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let slot = self.current.read().unwrap_or_else(|e| e.into_inner());
+        Some(slot.clone())
+    }
+}
+
+/// Build a certified key (chain + signing key) from PEM files.
+fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key_path: &Path,
+) -> Result<CertifiedKey> {
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .map_err(|e| Error::Tls(format!("{}: {e}", key_path.display())))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| Error::Tls(format!("{}: {e}", key_path.display())))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .map_err(|e| Error::Tls(format!("{}: {e}", key_path.display())))?;
+    Ok(certified)
+}
+
+/// The console's chain: the operator's file as given, or the hub server certificate
+/// followed by the hub CA (so clients that pin the CA can build the chain).
+fn console_chain(config: &Config, dir: &Path) -> Result<(Vec<CertificateDer<'static>>, PathBuf)> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Ok((pem_chain(cert)?, key.clone())),
+        _ => {
+            let mut chain = pem_chain(&dir.join("server.pem"))?;
+            chain.extend(pem_chain(&dir.join("ca.pem"))?);
+            Ok((chain, dir.join("server.key")))
+        }
+    }
+}
+
+/// Renew what is due, without a restart: re-issue the hub server certificate when
+/// fewer than `SERVER_RENEW_DAYS` remain (or the names changed), and pick up the
+/// operator's certificate files when they were replaced (e.g. by an ACME client).
+/// Returns whether anything new is now served. A failure leaves the served
+/// certificates as they were.
+pub fn renew_if_due(config: &Config, pki: &Pki) -> Result<bool> {
+    let dir = config.data_dir.join("pki");
+    let (server_cert, server_key, reissued) =
+        ensure_hub_server_certificate(config, &pki.hub_ca, &dir)?;
+    let mut changed = false;
+    if reissued {
+        let mut chain = pem_chain(&server_cert)?;
+        chain.extend(pem_chain(&dir.join("ca.pem"))?);
+        pki.device_certificate
+            .replace(certified_key(chain, &server_key)?);
+        changed = true;
+    }
+    let (chain, key_path) = console_chain(config, &dir)?;
+    let leaf = chain.first().map(|c| c.to_vec()).unwrap_or_default();
+    if leaf != pki.console_certificate.leaf_der() {
+        pki.console_certificate
+            .replace(certified_key(chain, &key_path)?);
+        changed = true;
+    }
+    Ok(changed)
 }
 
 /// Create the data directory (mode 0700) or tighten an existing one.
@@ -95,29 +194,13 @@ pub fn load_or_create(config: &Config) -> Result<Pki> {
 
     // The hub-CA server certificate always exists: devices pin the hub CA, so the
     // device listener serves it even when the console uses the operator's certificate.
-    let (hub_server_cert, hub_server_key) = ensure_hub_server_certificate(config, &hub_ca, &dir)?;
-    let (chain_path, key_path, fingerprint_source) = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => (cert.clone(), key.clone(), cert.clone()),
-        _ => (
-            hub_server_cert.clone(),
-            hub_server_key.clone(),
-            ca_cert_path.clone(),
-        ),
+    let (hub_server_cert, hub_server_key, _) =
+        ensure_hub_server_certificate(config, &hub_ca, &dir)?;
+    let (chain_path, fingerprint_source) = match &config.tls_cert {
+        Some(cert) => (cert.clone(), cert.clone()),
+        None => (hub_server_cert.clone(), ca_cert_path.clone()),
     };
-    let mut chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&chain_path)
-        .map_err(|e| Error::Tls(format!("{}: {e}", chain_path.display())))?
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::Tls(format!("{}: {e}", chain_path.display())))?;
-    if config.tls_cert.is_none() {
-        // Serve the CA after the leaf so clients that pin the CA can build the chain.
-        chain.extend(
-            CertificateDer::pem_file_iter(&ca_cert_path)
-                .map_err(|e| Error::Tls(e.to_string()))?
-                .filter_map(|c| c.ok()),
-        );
-    }
-    let key = PrivateKeyDer::from_pem_file(&key_path)
-        .map_err(|e| Error::Tls(format!("{}: {e}", key_path.display())))?;
+    let (chain, key_path) = console_chain(config, &dir)?;
     let fingerprint_der = CertificateDer::pem_file_iter(&fingerprint_source)
         .map_err(|e| Error::Tls(e.to_string()))?
         .last()
@@ -128,12 +211,18 @@ pub fn load_or_create(config: &Config) -> Result<Pki> {
             ))
         })?
         .map_err(|e| Error::Tls(e.to_string()))?;
-    let server_config = server_config(chain, key)?;
+    let console_certificate = LiveCertificate::new(certified_key(chain, &key_path)?);
+    let server_config = server_config(console_certificate.clone())?;
     let spki = server_config_spki(&key_path)?;
-    let device_server_config =
-        device_server_config(&hub_server_cert, &hub_server_key, &ca_cert_path)?;
+    let mut device_chain = pem_chain(&hub_server_cert)?;
+    device_chain.extend(pem_chain(&ca_cert_path)?);
+    let device_certificate =
+        LiveCertificate::new(certified_key(device_chain, &hub_server_key)?);
+    let device_server_config = device_server_config(device_certificate.clone(), &ca_cert_path)?;
     Ok(Pki {
         server_config,
+        console_certificate,
+        device_certificate,
         device_server_config,
         hub_ca: Arc::new(hub_ca),
         hub_ca_pem: read(&ca_cert_path)?,
@@ -147,12 +236,13 @@ pub fn load_or_create(config: &Config) -> Result<Pki> {
     })
 }
 
-/// Issue (or renew) the server certificate signed by the hub CA; returns its paths.
+/// Issue (or renew) the server certificate signed by the hub CA; returns its paths and
+/// whether a new one was issued.
 fn ensure_hub_server_certificate(
     config: &Config,
     hub_ca: &HubCa,
     dir: &Path,
-) -> Result<(PathBuf, PathBuf)> {
+) -> Result<(PathBuf, PathBuf, bool)> {
     let server_cert = dir.join("server.pem");
     let server_key = dir.join("server.key");
     let meta_path = dir.join("server.meta");
@@ -177,7 +267,7 @@ fn ensure_hub_server_certificate(
         write_atomic(&meta_path, meta.as_bytes(), 0o644)?;
         tracing::info!(names = %wanted_meta, "issued the hub server certificate");
     }
-    Ok((server_cert, server_key))
+    Ok((server_cert, server_key, !fresh))
 }
 
 fn pem_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
@@ -191,12 +281,11 @@ fn pem_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 /// client certificate chaining to the hub CA is required; a client without one never
 /// completes the handshake. Which device it is, and whether it is revoked, is decided
 /// after the handshake from the certificate itself.
-pub fn device_server_config(cert: &Path, key: &Path, ca: &Path) -> Result<Arc<ServerConfig>> {
-    let mut chain = pem_chain(cert)?;
+pub fn device_server_config(
+    certificate: Arc<LiveCertificate>,
+    ca: &Path,
+) -> Result<Arc<ServerConfig>> {
     let ca_chain = pem_chain(ca)?;
-    chain.extend(ca_chain.iter().cloned());
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| Error::Tls(format!("{}: {e}", key.display())))?;
     let mut roots = rustls::RootCertStore::empty();
     for c in ca_chain {
         roots.add(c).map_err(|e| Error::Tls(e.to_string()))?;
@@ -212,8 +301,7 @@ pub fn device_server_config(cert: &Path, key: &Path, ca: &Path) -> Result<Arc<Se
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| Error::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| Error::Tls(e.to_string()))?;
+        .with_cert_resolver(certificate);
     Ok(Arc::new(config))
 }
 
@@ -269,10 +357,7 @@ fn server_names(config: &Config) -> Vec<String> {
 }
 
 /// TLS 1.3, and TLS 1.2 only with ECDHE key exchange and AEAD ciphers (ENC-1).
-pub fn server_config(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-) -> Result<Arc<ServerConfig>> {
+pub fn server_config(certificate: Arc<LiveCertificate>) -> Result<Arc<ServerConfig>> {
     let builder = ServerConfig::builder_with_provider(Arc::new(tls_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| Error::Tls(e.to_string()))?;
@@ -280,8 +365,7 @@ pub fn server_config(
     // connections (mutual TLS) have their own listener and verifier.
     let mut config = builder
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| Error::Tls(e.to_string()))?;
+        .with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
