@@ -19,6 +19,9 @@ pub struct Limits {
     pub tls_handshake_timeout_secs: u64,
     /// Seconds a request may take before the hub answers 408/503.
     pub request_timeout_secs: u64,
+    /// Seconds an HTTPS connection (HTTP/1.1 keep-alive or HTTP/2) may stay without
+    /// any traffic before the hub closes it, so idle connections cannot hold every slot.
+    pub http_idle_timeout_secs: u64,
     /// Sign-in, setup and recovery attempts per source address per minute.
     pub auth_attempts_per_minute_per_source: u32,
     /// Password hashes computed at once (each takes ~19 MiB and one core).
@@ -53,6 +56,7 @@ impl Default for Limits {
             max_connections: 1024,
             tls_handshake_timeout_secs: 10,
             request_timeout_secs: 30,
+            http_idle_timeout_secs: 120,
             auth_attempts_per_minute_per_source: 20,
             hashing_concurrency: 2,
             hashing_queue_timeout_secs: 10,
@@ -611,6 +615,10 @@ fn check_limits(l: &Limits, problems: &mut Vec<Problem>) {
     bad(
         (1..=600).contains(&l.request_timeout_secs),
         "request_timeout_secs must be between 1 and 600",
+    );
+    bad(
+        (1..=3600).contains(&l.http_idle_timeout_secs),
+        "http_idle_timeout_secs must be between 1 and 3600",
     );
     bad(
         (1..=1000).contains(&l.auth_attempts_per_minute_per_source),

@@ -141,7 +141,11 @@ pub async fn start(config: Config) -> Result<RunningHub> {
         pki.server_config.clone(),
         app,
         config.limits.max_connections,
-        std::time::Duration::from_secs(config.limits.tls_handshake_timeout_secs),
+        server::Deadlines {
+            handshake: std::time::Duration::from_secs(config.limits.tls_handshake_timeout_secs),
+            idle: std::time::Duration::from_secs(config.limits.http_idle_timeout_secs),
+            request: std::time::Duration::from_secs(config.limits.request_timeout_secs),
+        },
         stop_rx.clone(),
     )));
     tasks.push(tokio::spawn(mqtt::serve_devices(

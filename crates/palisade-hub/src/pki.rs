@@ -5,10 +5,10 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use palisade_crypto::ca::{self, CertAndKey, HubCa};
 use rustls::ServerConfig;
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -75,10 +75,7 @@ impl ResolvesServerCert for LiveCertificate {
 }
 
 /// Build a certified key (chain + signing key) from PEM files.
-fn certified_key(
-    chain: Vec<CertificateDer<'static>>,
-    key_path: &Path,
-) -> Result<CertifiedKey> {
+fn certified_key(chain: Vec<CertificateDer<'static>>, key_path: &Path) -> Result<CertifiedKey> {
     let key = PrivateKeyDer::from_pem_file(key_path)
         .map_err(|e| Error::Tls(format!("{}: {e}", key_path.display())))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
@@ -216,8 +213,7 @@ pub fn load_or_create(config: &Config) -> Result<Pki> {
     let spki = server_config_spki(&key_path)?;
     let mut device_chain = pem_chain(&hub_server_cert)?;
     device_chain.extend(pem_chain(&ca_cert_path)?);
-    let device_certificate =
-        LiveCertificate::new(certified_key(device_chain, &hub_server_key)?);
+    let device_certificate = LiveCertificate::new(certified_key(device_chain, &hub_server_key)?);
     let device_server_config = device_server_config(device_certificate.clone(), &ca_cert_path)?;
     Ok(Pki {
         server_config,

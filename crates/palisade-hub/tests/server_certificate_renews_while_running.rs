@@ -27,9 +27,7 @@ fn pinned_client(hub: &TestHub) -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
-async fn connect(
-    hub: &TestHub,
-) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+async fn connect(hub: &TestHub) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let tcp = tokio::net::TcpStream::connect(hub.hub.addr)
         .await
         .expect("connect");
@@ -86,7 +84,10 @@ async fn a_certificate_near_expiry_is_replaced_without_a_restart() {
     assert!(!hub.hub.console_certificate_der().is_empty());
     let after = connect(&hub).await;
     let new_leaf = leaf(&after);
-    assert_ne!(new_leaf, old_leaf, "new handshakes get the renewed certificate");
+    assert_ne!(
+        new_leaf, old_leaf,
+        "new handshakes get the renewed certificate"
+    );
     assert_eq!(new_leaf, hub.hub.console_certificate_der());
 
     // The connection made before the renewal still works.
