@@ -314,12 +314,10 @@ fn replace_if_same<T: DeserializeOwned + Serialize>(
     stored: &[u8],
     candidates: &[&[u8]],
 ) -> Result<()> {
-    if let Some(raw) = candidates.iter().find(|raw| same_value::<T>(raw, stored)) {
-        if *raw != stored {
-            fsutil::write_atomic(path, raw, 0o644)?;
-        }
+    match candidates.iter().find(|raw| same_value::<T>(raw, stored)) {
+        Some(raw) if *raw != stored => fsutil::write_atomic(path, raw, 0o644),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Whether `path` holds exactly `length` bytes whose SHA-256 is `sha256`.
@@ -371,7 +369,7 @@ struct HttpTransport {
     targets_base: String,
     /// Set from the trusted root after a refresh; see [`HttpTransport::target_url`].
     consistent: Arc<AtomicBool>,
-    captured: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    captured: Captured,
 }
 
 impl HttpTransport {
@@ -474,12 +472,14 @@ impl Transport for HttpTransport {
 }
 
 type Chunk = std::result::Result<Bytes, TransportError>;
+/// Complete metadata bodies by file name under the metadata base URL.
+type Captured = Arc<Mutex<HashMap<String, Vec<u8>>>>;
 
 async fn pump(
     mut response: reqwest::Response,
     url: Url,
     tx: tokio::sync::mpsc::Sender<Chunk>,
-    capture: Option<(String, Arc<Mutex<HashMap<String, Vec<u8>>>>)>,
+    capture: Option<(String, Captured)>,
 ) {
     let mut body: Option<Vec<u8>> = capture.as_ref().map(|_| Vec::new());
     loop {
@@ -498,10 +498,10 @@ async fn pump(
             }
             Ok(None) => {
                 // Recorded before `tx` is dropped, so before tough sees the end.
-                if let (Some(b), Some((file, map))) = (body, capture) {
-                    if let Ok(mut map) = map.lock() {
-                        map.insert(file, b);
-                    }
+                if let (Some(b), Some((file, map))) = (body, capture)
+                    && let Ok(mut map) = map.lock()
+                {
+                    map.insert(file, b);
                 }
                 return;
             }
