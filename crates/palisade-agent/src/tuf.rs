@@ -176,7 +176,12 @@ impl TufClient {
             .signed
             .find_target(&target_name, false)
             .map_err(|_| Error::TufRefused(format!("no trusted metadata for target {name:?}")))?;
-        let path = target_dir.join(utf8_percent_encode(name, FILE_NAME_ESCAPES).to_string());
+        let file_name = utf8_percent_encode(name, FILE_NAME_ESCAPES).to_string();
+        // `/` is encoded, but `.` is not: these two would name a directory.
+        if file_name.is_empty() || file_name == "." || file_name == ".." {
+            return Err(Error::invalid("target name", format!("{name:?}")));
+        }
+        let path = target_dir.join(file_name);
         if has_content(&path, target.length, target.hashes.sha256.as_ref())? {
             return Ok(Downloaded::AlreadyPresent(path));
         }
