@@ -47,6 +47,8 @@ command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] || missing+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# The TUF client tests build repositories with python-tuf in a virtual environment.
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 
 if ((${#missing[@]} > 0)); then
     install_cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}"
@@ -96,6 +98,16 @@ if ((quick == 0)); then
         fi
     done
 fi
+
+# --- python-tuf (reference TUF implementation for the agent's TUF client tests) --
+tuf_venv="${CARGO_TARGET_DIR:-target}/tuf-venv"
+if ! "$tuf_venv/bin/python" -c 'import tuf, cryptography, sys; sys.exit(tuf.__version__ != "7.0.0")' >/dev/null 2>&1; then
+    section "Installing python-tuf 7.0.0 into $tuf_venv"
+    python3 -m venv "$tuf_venv"
+    "$tuf_venv/bin/pip" install --quiet --disable-pip-version-check 'tuf==7.0.0' cryptography </dev/null
+fi
+PALISADE_TUF_PYTHON="$(cd "$tuf_venv" && pwd)/bin/python"
+export PALISADE_TUF_PYTHON
 
 export PALISADE_E2E_REQUIRED=1
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"

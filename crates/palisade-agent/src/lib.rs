@@ -9,6 +9,8 @@
 //!   telemetry from a durable on-disk [`queue`] (RES-1), execute [`commands`] with replay
 //!   protection (ENC-4), reconnect with jittered exponential [`backoff`].
 //! - [`reset`]: factory reset: wipe the key and delete certificate, state and queue.
+//! - [`tuf`]: the bare TUF client (`palisade-agent tuf`) for checking an update
+//!   repository independently (UPD-2, UPD-4).
 //!
 //! Every size, count and timeout applied to network input is in [`limits::Limits`].
 #![forbid(unsafe_code)]
@@ -25,6 +27,7 @@ pub mod run;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod tuf;
 
 use std::path::PathBuf;
 
@@ -93,6 +96,14 @@ pub enum Error {
     Closed,
     #[error("key generation failed: {0}")]
     Key(String),
+    #[error("TUF {context}")]
+    Tuf {
+        context: String,
+        #[source]
+        source: Box<tough::error::Error>,
+    },
+    #[error("TUF: {0}")]
+    TufRefused(String),
 }
 
 fn tls_hint(e: &rustls::Error) -> &'static str {

@@ -1,4 +1,4 @@
-//! `palisade-agent`: the Palisade device agent command line (enroll, run, reset).
+//! `palisade-agent`: the Palisade device agent command line (enroll, run, reset, tuf).
 #![forbid(unsafe_code)]
 
 use anyhow::{Context, bail};
@@ -72,6 +72,43 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: PathBuf,
     },
+    /// A bare TUF 1.0 client, to check an update repository independently. Exit 0 on
+    /// success, 1 on failure; trusted metadata is kept in --metadata-dir under plain
+    /// names (root.json, timestamp.json, ...).
+    Tuf {
+        /// Where the trusted metadata is kept.
+        #[arg(long, value_name = "DIR")]
+        metadata_dir: PathBuf,
+        /// The repository's metadata base URL (http:// or https://).
+        #[arg(long, value_name = "URL")]
+        metadata_url: Option<String>,
+        /// A target to download (repeatable: processed in order, stops at the first
+        /// failure).
+        #[arg(long = "target-name", value_name = "NAME")]
+        target_names: Vec<String>,
+        /// The repository's target base URL (http:// or https://).
+        #[arg(long, value_name = "URL")]
+        target_base_url: Option<String>,
+        /// Where verified targets are written.
+        #[arg(long, value_name = "DIR")]
+        target_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        action: TufAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TufAction {
+    /// Trust this root metadata file (no network).
+    Init {
+        #[arg(value_name = "TRUSTED_ROOT_FILE")]
+        trusted_root: PathBuf,
+    },
+    /// Run the full client workflow: root chain, timestamp, snapshot, targets, delegations.
+    Refresh,
+    /// Refresh, then download and verify each --target-name into --target-dir (not again
+    /// when a verified copy is already there).
+    Download,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -207,6 +244,51 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     .await
                     .map_err(anyhow::Error::from)
             })?;
+            Ok(())
+        }
+        Command::Tuf {
+            metadata_dir,
+            metadata_url,
+            target_names,
+            target_base_url,
+            target_dir,
+            action,
+        } => {
+            use palisade_agent::tuf::{self, Downloaded, TufClient};
+            let need_url = || {
+                metadata_url
+                    .as_deref()
+                    .context("--metadata-url is required")
+            };
+            match action {
+                TufAction::Init { trusted_root } => tuf::init(&metadata_dir, &trusted_root)?,
+                TufAction::Refresh => {
+                    let client = TufClient::new(&metadata_dir, need_url()?, None)?;
+                    runtime.block_on(client.refresh())?;
+                }
+                TufAction::Download => {
+                    let base = target_base_url
+                        .as_deref()
+                        .context("--target-base-url is required")?;
+                    let out = target_dir.context("--target-dir is required")?;
+                    if target_names.is_empty() {
+                        bail!("--target-name is required");
+                    }
+                    let client = TufClient::new(&metadata_dir, need_url()?, Some(base))?;
+                    runtime.block_on(async {
+                        let repo = client.refresh().await?;
+                        for name in &target_names {
+                            match client.download(&repo, name, &out).await? {
+                                Downloaded::Fetched(p) => println!("{}: verified", p.display()),
+                                Downloaded::AlreadyPresent(p) => {
+                                    println!("{}: already present and verified", p.display());
+                                }
+                            }
+                        }
+                        anyhow::Ok(())
+                    })?;
+                }
+            }
             Ok(())
         }
         Command::Reset { state_dir } => {
