@@ -117,7 +117,7 @@ async fn only_staff_read_and_triage_reports() {
     assert!(operator.get("/").await.body.contains("href=\"/reports\""));
     let page = operator.get(&detail).await;
     assert_eq!(page.status, 200);
-    assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(page.body.contains("&#60;script&#62;alert(1)"), "{}", page.body);
     assert!(!page.body.contains("<script>"));
     let page = operator.post_form(&format!("{detail}/state"), &[("state", "fixed")]).await;
     assert_eq!(page.status, 200, "refusal shown on the page");

@@ -213,8 +213,9 @@ async fn tell_contact(db: &Db, config: &Config, report: &Report, what: &str) -> 
 async fn tell_reporter(db: &Db, config: &Config, report: &Report, what: &str) -> Result<()> {
     if let Some(email) = &report.reporter_email {
         let body = format!(
-            "{what}\n\nTracking ID: {id}\nOpen the private status link from our first message to read the details and reply.\n",
-            id = report.id
+            "{what}\n\nTracking ID: {id}\nOpen the private status link from our first message to read the details and reply.\n\n— the {product} security team\n",
+            id = report.id,
+            product = config.product_name
         );
         db.enqueue_mail(
             email.as_str(),
