@@ -686,12 +686,10 @@ fn check_disclosure(d: &Disclosure, problems: &mut Vec<Problem>) {
     bad(
         !d.preferred_languages.trim().is_empty()
             && d.preferred_languages.len() <= 100
-            && d.preferred_languages
-                .split(',')
-                .all(|t| {
-                    let t = t.trim();
-                    !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                }),
+            && d.preferred_languages.split(',').all(|t| {
+                let t = t.trim();
+                !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }),
         format!(
             "preferred_languages = {:?} must be language tags separated by commas, such as \"en, de\"",
             d.preferred_languages

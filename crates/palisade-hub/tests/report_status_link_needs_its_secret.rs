@@ -19,14 +19,24 @@ async fn submit(b: &mut Browser, title: &str, email: &str) -> (String, String) {
     let page = b
         .post_form(
             "/security/reports",
-            &[("title", title), ("description", "details"), ("email", email)],
+            &[
+                ("title", title),
+                ("description", "details"),
+                ("email", email),
+            ],
         )
         .await;
     assert_eq!(page.status, 200, "{}", page.body);
     let start = page.body.find("id=\"tracking-id\">").expect("id") + 17;
-    let id: String = page.body[start..].chars().take_while(|c| *c != '<').collect();
+    let id: String = page.body[start..]
+        .chars()
+        .take_while(|c| *c != '<')
+        .collect();
     let start = page.body.find("id=\"status-link\" href=\"").expect("link") + 23;
-    let link: String = page.body[start..].chars().take_while(|c| *c != '"').collect();
+    let link: String = page.body[start..]
+        .chars()
+        .take_while(|c| *c != '"')
+        .collect();
     let path = link[link.find("/security/status").expect("path")..].to_owned();
     (id, path)
 }
@@ -79,17 +89,26 @@ async fn the_status_page_opens_only_with_its_own_secret() {
     // The reporter replies through the page (CSRF token required, secret in the form).
     rita.get(&path).await;
     let page = rita
-        .post_form("/security/status", &[("token", &secret), ("body", "More detail: port 8443.")])
+        .post_form(
+            "/security/status",
+            &[("token", &secret), ("body", "More detail: port 8443.")],
+        )
         .await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("More detail: port 8443."));
     let page = rita
-        .post_raw("/security/status", &[("token", &secret), ("body", "no csrf")])
+        .post_raw(
+            "/security/status",
+            &[("token", &secret), ("body", "no csrf")],
+        )
         .await;
     assert_eq!(page.status, 403);
     // A reply with a wrong secret is refused like a missing page.
     let page = rita
-        .post_form("/security/status", &[("token", &"B".repeat(43)), ("body", "x")])
+        .post_form(
+            "/security/status",
+            &[("token", &"B".repeat(43)), ("body", "x")],
+        )
         .await;
     assert_eq!(page.status, 404);
 
@@ -104,21 +123,44 @@ async fn the_status_page_opens_only_with_its_own_secret() {
         .expect("report");
     let actor = Actor::cli();
     let config = hub.hub.state.config.clone();
-    intake::staff_message(db, &config, &actor, &report, "INTERNAL: looks real, CVE likely", true)
-        .await
-        .expect("note");
+    intake::staff_message(
+        db,
+        &config,
+        &actor,
+        &report,
+        "INTERNAL: looks real, CVE likely",
+        true,
+    )
+    .await
+    .expect("note");
     intake::change_state(db, &config, &actor, &report, State::Acknowledged)
         .await
         .expect("acknowledge");
-    intake::staff_message(db, &config, &actor, &report, "Thanks, we reproduced it.", false)
-        .await
-        .expect("reply");
+    intake::staff_message(
+        db,
+        &config,
+        &actor,
+        &report,
+        "Thanks, we reproduced it.",
+        false,
+    )
+    .await
+    .expect("reply");
     let page = hub.browser().get(&path).await;
-    assert!(page.body.contains("Acknowledged; we are assessing"), "{}", page.body);
+    assert!(
+        page.body.contains("Acknowledged; we are assessing"),
+        "{}",
+        page.body
+    );
     assert!(page.body.contains("Thanks, we reproduced it."));
     assert!(page.body.contains("More detail: port 8443."));
-    assert!(!page.body.contains("INTERNAL"), "internal notes never reach the reporter");
-    let mail = hub.wait_for_mail("rita@example.net", "Update on your vulnerability report").await;
+    assert!(
+        !page.body.contains("INTERNAL"),
+        "internal notes never reach the reporter"
+    );
+    let mail = hub
+        .wait_for_mail("rita@example.net", "Update on your vulnerability report")
+        .await;
     assert!(mail.contains(&id));
     assert!(!mail.contains("INTERNAL"));
     hub.hub.shutdown().await;

@@ -71,14 +71,21 @@ async fn only_staff_read_and_triage_reports() {
         )
         .await;
     assert_eq!(page.status, 200);
-    let id = hub.hub.db.reports(1).await.expect("reports")[0].id.to_string();
+    let id = hub.hub.db.reports(1).await.expect("reports")[0]
+        .id
+        .to_string();
     let detail = format!("/reports/{id}");
     let api_detail = format!("/api/v1/reports/{id}");
 
     // Nobody signed in.
     let mut anon = hub.browser();
     anon.get("/login").await;
-    for path in ["/reports", detail.as_str(), "/api/v1/reports", api_detail.as_str()] {
+    for path in [
+        "/reports",
+        detail.as_str(),
+        "/api/v1/reports",
+        api_detail.as_str(),
+    ] {
         assert_eq!(anon.get(path).await.status, 401, "{path}");
     }
     let (status, _) = api(
@@ -92,7 +99,12 @@ async fn only_staff_read_and_triage_reports() {
 
     // A device owner: forbidden everywhere, and no link to the pages.
     assert!(!owner.get("/").await.body.contains("href=\"/reports\""));
-    for path in ["/reports", detail.as_str(), "/api/v1/reports", api_detail.as_str()] {
+    for path in [
+        "/reports",
+        detail.as_str(),
+        "/api/v1/reports",
+        api_detail.as_str(),
+    ] {
         let page = owner.get(path).await;
         assert_eq!(page.status, 403, "{path}");
         assert!(!page.body.contains("firmware"), "{path}");
@@ -105,10 +117,14 @@ async fn only_staff_read_and_triage_reports() {
     )
     .await;
     assert_eq!(status, 403);
-    let page = owner.post_form(&format!("{detail}/state"), &[("state", "acknowledged")]).await;
+    let page = owner
+        .post_form(&format!("{detail}/state"), &[("state", "acknowledged")])
+        .await;
     assert_eq!(page.status, 403);
     assert_eq!(
-        hub.hub.db.reports(1).await.expect("reports")[0].state.as_str(),
+        hub.hub.db.reports(1).await.expect("reports")[0]
+            .state
+            .as_str(),
         "new",
         "nothing changed"
     );
@@ -117,12 +133,20 @@ async fn only_staff_read_and_triage_reports() {
     assert!(operator.get("/").await.body.contains("href=\"/reports\""));
     let page = operator.get(&detail).await;
     assert_eq!(page.status, 200);
-    assert!(page.body.contains("&#60;script&#62;alert(1)"), "{}", page.body);
+    assert!(
+        page.body.contains("&#60;script&#62;alert(1)"),
+        "{}",
+        page.body
+    );
     assert!(!page.body.contains("<script>"));
-    let page = operator.post_form(&format!("{detail}/state"), &[("state", "fixed")]).await;
+    let page = operator
+        .post_form(&format!("{detail}/state"), &[("state", "fixed")])
+        .await;
     assert_eq!(page.status, 200, "refusal shown on the page");
     assert!(page.body.contains("cannot become fixed"), "{}", page.body);
-    let page = operator.post_form(&format!("{detail}/state"), &[("state", "acknowledged")]).await;
+    let page = operator
+        .post_form(&format!("{detail}/state"), &[("state", "acknowledged")])
+        .await;
     assert_eq!(page.status, 303);
     let page = operator
         .post_form(
@@ -138,7 +162,10 @@ async fn only_staff_read_and_triage_reports() {
     let page = operator.get(&detail).await;
     assert!(page.body.contains("9.8 critical"), "{}", page.body);
     let page = operator
-        .post_form(&format!("{detail}/assess"), &[("cvss", "CVSS:3.1/AV:N"), ("affected", "")])
+        .post_form(
+            &format!("{detail}/assess"),
+            &[("cvss", "CVSS:3.1/AV:N"), ("affected", "")],
+        )
         .await;
     assert!(page.body.contains("lacks the base metric"), "{}", page.body);
 
@@ -194,7 +221,12 @@ async fn only_staff_read_and_triage_reports() {
 
     // Every change is in the audit log.
     let audit = hub.hub.db.audit_entries(100, None).await.expect("audit");
-    for action in ["report.submit", "report.state", "report.assess", "report.message"] {
+    for action in [
+        "report.submit",
+        "report.state",
+        "report.assess",
+        "report.message",
+    ] {
         assert!(
             audit.iter().any(|e| e.action == action && e.target == id),
             "{action} audited"

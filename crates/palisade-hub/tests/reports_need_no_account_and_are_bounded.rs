@@ -13,7 +13,8 @@ mod common;
 use common::{Browser, TestHub};
 
 const TITLE: &str = "Stored XSS in device name";
-const DESCRIPTION: &str = "Steps:\n1. Rename a device to <script>alert(1)</script>\n2. Open the list.";
+const DESCRIPTION: &str =
+    "Steps:\n1. Rename a device to <script>alert(1)</script>\n2. Open the list.";
 
 async fn report(b: &mut Browser, title: &str, description: &str, email: &str) -> common::Page {
     let page = b.get("/security").await;
@@ -83,7 +84,11 @@ async fn oversized_malformed_and_cross_site_reports_are_refused() {
     let long = "a".repeat(20_001);
     let page = report(&mut anon, TITLE, &long, "").await;
     assert_eq!(page.status, 400);
-    assert!(page.body.contains("longer than 20000 characters"), "{}", page.body);
+    assert!(
+        page.body.contains("longer than 20000 characters"),
+        "{}",
+        page.body
+    );
     // What was typed comes back (escaped) so nothing is lost, except the refusal.
     assert!(page.body.contains("id=\"report-form\""));
     // A title with a line break (header or log injection).
@@ -98,14 +103,21 @@ async fn oversized_malformed_and_cross_site_reports_are_refused() {
     assert!(page.status == 400 || page.status == 413, "{}", page.status);
     // No CSRF token, or a cross-site post: refused.
     let page = anon
-        .post_raw("/security/reports", &[("title", TITLE), ("description", "x")])
+        .post_raw(
+            "/security/reports",
+            &[("title", TITLE), ("description", "x")],
+        )
         .await;
     assert_eq!(page.status, 403);
     let csrf = anon.csrf.clone().expect("csrf");
     let req = anon
         .request(reqwest::Method::POST, "/security/reports")
         .header("origin", "https://evil.example")
-        .form(&[("csrf", csrf.as_str()), ("title", TITLE), ("description", "x")]);
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("title", TITLE),
+            ("description", "x"),
+        ]);
     assert_eq!(anon.send(req).await.status, 403);
     assert!(
         hub.hub.db.reports(10).await.expect("reports").is_empty(),
@@ -130,7 +142,10 @@ async fn a_flood_is_refused_per_source_and_overall() {
         assert_eq!(page.status, 200, "{}", page.body);
     }
     let page = report(&mut from_a, "issue 4", "x", "").await;
-    assert_eq!(page.status, 429, "the fourth report from one source is refused");
+    assert_eq!(
+        page.status, 429,
+        "the fourth report from one source is refused"
+    );
     assert!(!page.header("retry-after").is_empty());
     // Another source is not starved by the first one's flood...
     let mut from_b = hub.browser_from(b);

@@ -45,10 +45,7 @@ fn fields(text: &str) -> Vec<(String, String)> {
         }
         let (name, value) = line.split_once(": ").expect("field line");
         assert!(
-            !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
             "field name {name:?}"
         );
         out.push((name.to_ascii_lowercase(), value.to_owned()));
@@ -87,8 +84,14 @@ async fn security_txt_parses_per_rfc_9116_and_canonical_is_the_served_url() {
             .collect()
     };
     let contacts = all("contact");
-    assert!(contacts.contains(&"mailto:security@example.com"), "{contacts:?}");
-    assert!(contacts.contains(&hub.url("/security").as_str()), "{contacts:?}");
+    assert!(
+        contacts.contains(&"mailto:security@example.com"),
+        "{contacts:?}"
+    );
+    assert!(
+        contacts.contains(&hub.url("/security").as_str()),
+        "{contacts:?}"
+    );
     for c in &contacts {
         assert!(c.starts_with("mailto:") || c.starts_with("https://"), "{c}");
     }
@@ -98,17 +101,27 @@ async fn security_txt_parses_per_rfc_9116_and_canonical_is_the_served_url() {
     let now = common::now() as i64;
     assert!(at > now, "Expires is in the future");
     assert!(at - now < 365 * 86_400, "Expires is less than a year ahead");
-    assert_eq!(all("canonical"), vec![served.as_str()], "Canonical is the served URL");
+    assert_eq!(
+        all("canonical"),
+        vec![served.as_str()],
+        "Canonical is the served URL"
+    );
     assert_eq!(all("preferred-languages"), vec!["en, de"]);
     let policy = all("policy");
     assert_eq!(policy.len(), 1);
     assert!(policy[0].starts_with("https://"));
     // The policy answers without sign-in and states contact and response times (VULN-1).
-    let path = policy[0].strip_prefix(&hub.hub.url()).expect("our own page");
+    let path = policy[0]
+        .strip_prefix(&hub.hub.url())
+        .expect("our own page");
     let policy_page = hub.browser().get(path).await;
     assert_eq!(policy_page.status, 200);
     assert!(policy_page.body.contains("security@example.com"));
-    assert!(policy_page.body.contains("acknowledge every report within 3 days"));
+    assert!(
+        policy_page
+            .body
+            .contains("acknowledge every report within 3 days")
+    );
     assert!(policy_page.body.contains("at least every 14 days"));
     assert!(policy_page.body.contains("id=\"safe-harbour\""));
 

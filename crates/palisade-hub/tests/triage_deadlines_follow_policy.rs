@@ -30,7 +30,10 @@ fn a_new_report_must_be_acknowledged_and_fixed_in_time() {
     let p = Disclosure::default();
     let d = deadlines(&p, &timeline(State::New, T, None));
     assert_eq!(d.acknowledge_by, Some(T + 3 * DAY));
-    assert_eq!(d.next_update_by, None, "the acknowledgement is the first update");
+    assert_eq!(
+        d.next_update_by, None,
+        "the acknowledgement is the first update"
+    );
     assert_eq!(d.fix_by, Some(T + 14 * DAY), "unscored counts as critical");
     assert!(d.overdue(T + 3 * DAY).is_empty(), "due at, not before");
     assert_eq!(d.overdue(T + 3 * DAY + 1), vec![Kind::Acknowledge]);
@@ -43,7 +46,12 @@ fn updates_are_due_every_m_days_from_the_last_one_until_resolved() {
         update_days: 7,
         ..Disclosure::default()
     };
-    for state in [State::Acknowledged, State::Triaged, State::Fixing, State::Fixed] {
+    for state in [
+        State::Acknowledged,
+        State::Triaged,
+        State::Fixing,
+        State::Fixed,
+    ] {
         let d = deadlines(&p, &timeline(state, T + 2 * DAY, Some(Severity::High)));
         assert_eq!(d.acknowledge_by, None, "{state:?}");
         assert_eq!(d.next_update_by, Some(T + 9 * DAY), "{state:?}");
@@ -87,10 +95,16 @@ fn states_move_only_along_allowed_transitions() {
     assert!(!New.may_become(Triaged), "acknowledge first");
     assert!(!New.may_become(Fixed));
     assert!(!New.may_become(Disclosed));
-    assert!(!Acknowledged.may_become(Disclosed), "disclose only after a fix");
+    assert!(
+        !Acknowledged.may_become(Disclosed),
+        "disclose only after a fix"
+    );
     assert!(!Triaged.may_become(Disclosed));
     assert!(Disclosed.next().is_empty(), "a disclosure is final");
-    assert!(Duplicate.may_become(Triaged), "a closed report can be reopened");
+    assert!(
+        Duplicate.may_become(Triaged),
+        "a closed report can be reopened"
+    );
     assert!(!New.may_become(New));
     // Every state is reachable from New.
     let mut seen = vec![New];
@@ -118,7 +132,10 @@ async fn overdue_reports_stand_out_in_the_console() {
         let mut b = hub.browser();
         b.get("/security").await;
         let page = b
-            .post_form("/security/reports", &[("title", title), ("description", "x")])
+            .post_form(
+                "/security/reports",
+                &[("title", title), ("description", "x")],
+            )
             .await;
         assert_eq!(page.status, 200);
     }
@@ -134,7 +151,12 @@ async fn overdue_reports_stand_out_in_the_console() {
     let old = page.body.find("Old unacknowledged report").expect("old");
     let fresh = page.body.find("Fresh report").expect("fresh");
     assert!(old < fresh, "overdue first");
-    assert_eq!(page.body.matches("OVERDUE: acknowledge").count(), 1, "{}", page.body);
+    assert_eq!(
+        page.body.matches("OVERDUE: acknowledge").count(),
+        1,
+        "{}",
+        page.body
+    );
     assert_eq!(page.body.matches(" overdue\"").count(), 1, "one row marked");
     hub.hub.shutdown().await;
 }

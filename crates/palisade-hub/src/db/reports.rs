@@ -131,15 +131,19 @@ fn from_row(r: &AnyRow) -> Result<Report> {
 
 impl Db {
     /// Reports received since `since`, from one source or (with `None`) from all.
-    pub async fn reports_received_since(&self, source_key: Option<&str>, since: i64) -> Result<i64> {
+    pub async fn reports_received_since(
+        &self,
+        source_key: Option<&str>,
+        since: i64,
+    ) -> Result<i64> {
         let row = match source_key {
-            Some(key) => {
-                sqlx::query("SELECT COUNT(*) AS n FROM vuln_reports WHERE source_key = $1 AND received_at > $2")
-                    .bind(key)
-                    .bind(since)
-                    .fetch_one(self.pool())
-                    .await?
-            }
+            Some(key) => sqlx::query(
+                "SELECT COUNT(*) AS n FROM vuln_reports WHERE source_key = $1 AND received_at > $2",
+            )
+            .bind(key)
+            .bind(since)
+            .fetch_one(self.pool())
+            .await?,
             None => {
                 sqlx::query("SELECT COUNT(*) AS n FROM vuln_reports WHERE received_at > $1")
                     .bind(since)
@@ -210,7 +214,8 @@ impl Db {
 
     /// The newest reports (at most `limit`).
     pub async fn reports(&self, limit: i64) -> Result<Vec<Report>> {
-        let q = format!("SELECT {COLUMNS} FROM vuln_reports ORDER BY received_at DESC, id LIMIT $1");
+        let q =
+            format!("SELECT {COLUMNS} FROM vuln_reports ORDER BY received_at DESC, id LIMIT $1");
         sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(limit)
             .fetch_all(self.pool())
@@ -221,7 +226,11 @@ impl Db {
     }
 
     /// A report's messages, oldest first; internal notes only when asked for (staff).
-    pub async fn report_messages(&self, id: &ReportId, with_internal: bool) -> Result<Vec<Message>> {
+    pub async fn report_messages(
+        &self,
+        id: &ReportId,
+        with_internal: bool,
+    ) -> Result<Vec<Message>> {
         let rows = sqlx::query(
             "SELECT seq, at, author, internal, body FROM report_messages \
              WHERE report_id = $1 AND (internal = 0 OR $2 = 1) ORDER BY seq",

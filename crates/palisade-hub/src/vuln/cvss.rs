@@ -225,16 +225,56 @@ mod tests {
     #[test]
     fn scores_match_the_specification() {
         for (vector, tenths, severity) in [
-            ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", 98, Severity::Critical),
-            ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:H/A:H", 100, Severity::Critical),
-            ("CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:C/C:L/I:L/A:N", 61, Severity::Medium),
-            ("CVSS:3.1/AV:L/AC:L/PR:L/UI:N/S:U/C:H/I:H/A:H", 78, Severity::High),
-            ("CVSS:3.1/AV:N/AC:H/PR:N/UI:N/S:U/C:H/I:N/A:N", 59, Severity::Medium),
-            ("CVSS:3.1/AV:P/AC:L/PR:N/UI:N/S:U/C:H/I:N/A:N", 46, Severity::Medium),
-            ("CVSS:3.1/AV:N/AC:L/PR:L/UI:N/S:C/C:L/I:L/A:N", 64, Severity::Medium),
-            ("CVSS:3.1/AV:N/AC:L/PR:H/UI:N/S:U/C:L/I:N/A:N", 27, Severity::Low),
-            ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:N", 0, Severity::None),
-            ("CVSS:3.1/AV:A/AC:H/PR:L/UI:R/S:C/C:H/I:L/A:L", 68, Severity::Medium),
+            (
+                "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
+                98,
+                Severity::Critical,
+            ),
+            (
+                "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:H/A:H",
+                100,
+                Severity::Critical,
+            ),
+            (
+                "CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:C/C:L/I:L/A:N",
+                61,
+                Severity::Medium,
+            ),
+            (
+                "CVSS:3.1/AV:L/AC:L/PR:L/UI:N/S:U/C:H/I:H/A:H",
+                78,
+                Severity::High,
+            ),
+            (
+                "CVSS:3.1/AV:N/AC:H/PR:N/UI:N/S:U/C:H/I:N/A:N",
+                59,
+                Severity::Medium,
+            ),
+            (
+                "CVSS:3.1/AV:P/AC:L/PR:N/UI:N/S:U/C:H/I:N/A:N",
+                46,
+                Severity::Medium,
+            ),
+            (
+                "CVSS:3.1/AV:N/AC:L/PR:L/UI:N/S:C/C:L/I:L/A:N",
+                64,
+                Severity::Medium,
+            ),
+            (
+                "CVSS:3.1/AV:N/AC:L/PR:H/UI:N/S:U/C:L/I:N/A:N",
+                27,
+                Severity::Low,
+            ),
+            (
+                "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:N",
+                0,
+                Severity::None,
+            ),
+            (
+                "CVSS:3.1/AV:A/AC:H/PR:L/UI:R/S:C/C:H/I:L/A:L",
+                68,
+                Severity::Medium,
+            ),
         ] {
             let c = parse(vector).expect(vector);
             assert_eq!((c.score_tenths, c.severity), (tenths, severity), "{vector}");

@@ -319,7 +319,12 @@ pub async fn assess(
         "" => None,
         v => Some(cvss::parse(v).map_err(|e| IntakeError::Invalid(e.to_string()))?),
     };
-    let affected = text("Affected products and versions", affected, MAX_MESSAGE, false)?;
+    let affected = text(
+        "Affected products and versions",
+        affected,
+        MAX_MESSAGE,
+        false,
+    )?;
     let assignee_name = match assignee {
         None => "-".to_owned(),
         Some(id) => {
@@ -390,7 +395,13 @@ pub async fn staff_message(
     )
     .await?;
     if !internal {
-        tell_reporter(db, config, report, "We sent you a message about your report.").await?;
+        tell_reporter(
+            db,
+            config,
+            report,
+            "We sent you a message about your report.",
+        )
+        .await?;
     }
     Ok(())
 }

@@ -39,10 +39,7 @@ pub fn render(config: &Config, now: i64) -> String {
     out.push_str(&format!("Contact: {base}/security\n"));
     out.push_str(&format!("Expires: {}\n", rfc3339(expires_at(config, now))));
     out.push_str(&format!("Policy: {base}/security\n"));
-    out.push_str(&format!(
-        "Preferred-Languages: {}\n",
-        d.preferred_languages
-    ));
+    out.push_str(&format!("Preferred-Languages: {}\n", d.preferred_languages));
     out.push_str(&format!("Canonical: {base}/.well-known/security.txt\n"));
     out
 }

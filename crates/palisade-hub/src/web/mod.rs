@@ -229,7 +229,12 @@ fn routes(state: AppState) -> Routes {
             get(disclosure::security_txt),
         )
         .add("GET", "/security", Public, get(disclosure::policy))
-        .add("POST", "/security/reports", Public, post(disclosure::submit))
+        .add(
+            "POST",
+            "/security/reports",
+            Public,
+            post(disclosure::submit),
+        )
         .add("GET", "/security/status", Public, get(disclosure::status))
         .add("POST", "/security/status", Public, post(disclosure::reply))
         .add("GET", "/reports", Staff, get(console::reports::list))

@@ -61,9 +61,7 @@ pub async fn list(
 ) -> Result<Json<Vec<ReportView>>, WebError> {
     staff(&p)?;
     let reports = state.db.reports(LIST_LIMIT).await?;
-    Ok(Json(
-        reports.into_iter().map(|r| view(&state, r)).collect(),
-    ))
+    Ok(Json(reports.into_iter().map(|r| view(&state, r)).collect()))
 }
 
 #[derive(Serialize)]

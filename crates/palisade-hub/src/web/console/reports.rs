@@ -46,7 +46,13 @@ struct ReportsPage {
 fn severity_text(r: &Report) -> String {
     r.cvss.as_ref().map_or_else(
         || "unscored".into(),
-        |c| format!("{} {}", c.severity.as_str(), cvss::fmt_score(c.score_tenths)),
+        |c| {
+            format!(
+                "{} {}",
+                c.severity.as_str(),
+                cvss::fmt_score(c.score_tenths)
+            )
+        },
     )
 }
 
