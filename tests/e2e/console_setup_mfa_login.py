@@ -360,7 +360,10 @@ def run_flow(args: argparse.Namespace) -> None:
     status_link = text("#status-link").strip()
     if not tracking.startswith("VR-") or "/security/status?token=" not in status_link:
         raise TestFailure(f"no tracking id or status link: {tracking!r} {status_link!r}")
-    navigate(status_link)
+    # The link is built from the hub's public_url; the test hub's differs from the
+    # bound address, so open the same path and secret on the address under test.
+    link = urllib.parse.urlsplit(status_link)
+    navigate(f"{base}{link.path}?{link.query}")
     wait_for("#report-state", lambda: find("#report-state"))
     check_page()
     screenshot("08e-report-status.png")
