@@ -457,8 +457,12 @@ impl Config {
             .as_ref()
             .and_then(|smtp| check_smtp(smtp, env, &mut problems));
 
-        let disclosure = file.disclosure.clone().unwrap_or_default();
+        let mut disclosure = file.disclosure.clone().unwrap_or_default();
         check_disclosure(&disclosure, &mut problems);
+        // Publish the address normalised (trimmed, lower case), as it was validated.
+        disclosure.contact_email = disclosure
+            .contact_email
+            .map(|typed| crate::ids::Email::parse(&typed).map_or(typed, |e| e.as_str().to_owned()));
 
         if problems.is_empty() {
             Ok(Config {
@@ -934,12 +938,16 @@ mod tests {
         }
         std::fs::write(
             &file,
-            "[disclosure]\ncontact_email = \"security@example.com\"\nacknowledge_days = 5\n",
+            "[disclosure]\ncontact_email = \" Security@Example.com \"\nacknowledge_days = 5\n",
         )
         .expect("write");
         let config = Config::load(&overrides, &no_env).expect("valid policy");
         assert_eq!(config.disclosure.acknowledge_days, 5);
         assert_eq!(config.disclosure.update_days, 14, "default kept");
+        assert_eq!(
+            config.disclosure.contact_email.as_deref(),
+            Some("security@example.com")
+        );
     }
 
     #[test]
