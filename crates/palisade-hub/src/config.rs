@@ -47,6 +47,13 @@ pub struct Limits {
     pub mqtt_inflight: usize,
     /// Telemetry messages stored per transaction (group commit).
     pub telemetry_batch_max: usize,
+    /// Vulnerability reports accepted from one source address (IPv6: its /64) per hour.
+    pub reports_per_hour_per_source: u32,
+    /// Vulnerability reports accepted from everyone together per hour (bounds storage
+    /// and outgoing mail under an address-spraying flood).
+    pub reports_per_hour: u32,
+    /// Messages a reporter may add to one report per hour through its status link.
+    pub report_replies_per_hour: u32,
 }
 
 impl Default for Limits {
@@ -69,6 +76,50 @@ impl Default for Limits {
             mqtt_topics_per_subscribe: 8,
             mqtt_inflight: 32,
             telemetry_batch_max: 512,
+            reports_per_hour_per_source: 5,
+            reports_per_hour: 60,
+            report_replies_per_hour: 10,
+        }
+    }
+}
+
+/// `[disclosure]`: the vulnerability disclosure policy (VULN-1, VULN-2, VULN-3). The
+/// defaults are a complete, safe policy: the hub's own report page is always a point
+/// of contact, so nothing has to be configured for reports to reach the vendor.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Disclosure {
+    /// An e-mail address for reports, published in security.txt and on `/security`,
+    /// and told of each new report. Optional: the report form is always a contact.
+    pub contact_email: Option<String>,
+    /// Days within which a new report is acknowledged.
+    pub acknowledge_days: i64,
+    /// Longest gap, in days, between status updates to the reporter until resolved.
+    pub update_days: i64,
+    /// Days from receipt to a fix, by CVSS severity (unscored reports count as critical).
+    pub fix_days_critical: i64,
+    pub fix_days_high: i64,
+    pub fix_days_medium: i64,
+    pub fix_days_low: i64,
+    /// security.txt `Preferred-Languages` (comma-separated language tags).
+    pub preferred_languages: String,
+    /// security.txt is valid this many days ahead; `Expires` is recomputed every day,
+    /// so it never lapses while the hub runs (RFC 9116 §2.5.5: less than a year).
+    pub security_txt_days: i64,
+}
+
+impl Default for Disclosure {
+    fn default() -> Self {
+        Self {
+            contact_email: None,
+            acknowledge_days: 3,
+            update_days: 14,
+            fix_days_critical: 14,
+            fix_days_high: 30,
+            fix_days_medium: 90,
+            fix_days_low: 180,
+            preferred_languages: "en".into(),
+            security_txt_days: 180,
         }
     }
 }
@@ -139,6 +190,7 @@ pub struct FileConfig {
     pub product_name: Option<String>,
     pub limits: Option<Limits>,
     pub smtp: Option<SmtpFile>,
+    pub disclosure: Option<Disclosure>,
 }
 
 /// Values given on the command line (they win over file and environment).
@@ -211,6 +263,8 @@ pub struct Config {
     pub limits: Limits,
     /// Outgoing mail relay; without one, mail is written to `DATA_DIR/mail/`.
     pub smtp: Option<Smtp>,
+    /// The vulnerability disclosure policy (security.txt, `/security`, triage deadlines).
+    pub disclosure: Disclosure,
 }
 
 /// One thing wrong with the configuration.
@@ -407,6 +461,13 @@ impl Config {
             .as_ref()
             .and_then(|smtp| check_smtp(smtp, env, &mut problems));
 
+        let mut disclosure = file.disclosure.clone().unwrap_or_default();
+        check_disclosure(&disclosure, &mut problems);
+        // Publish the address normalised (trimmed, lower case), as it was validated.
+        disclosure.contact_email = disclosure
+            .contact_email
+            .map(|typed| crate::ids::Email::parse(&typed).map_or(typed, |e| e.as_str().to_owned()));
+
         if problems.is_empty() {
             Ok(Config {
                 data_dir,
@@ -420,6 +481,7 @@ impl Config {
                 product_name,
                 limits,
                 smtp,
+                disclosure,
             })
         } else {
             Err(problems)
@@ -441,6 +503,7 @@ impl Config {
             product_name: "Palisade".into(),
             limits: Limits::default(),
             smtp: None,
+            disclosure: Disclosure::default(),
         }
     }
 
@@ -591,6 +654,61 @@ fn check_database_url(url: &str, problems: &mut Vec<Problem>) {
     }
 }
 
+fn check_disclosure(d: &Disclosure, problems: &mut Vec<Problem>) {
+    let mut bad = |ok: bool, message: String| {
+        if !ok {
+            problems.push(Problem {
+                key: "disclosure",
+                message,
+            });
+        }
+    };
+    if let Some(email) = &d.contact_email {
+        bad(
+            crate::ids::Email::parse(email).is_ok(),
+            format!("contact_email = {email:?} is not an e-mail address"),
+        );
+    }
+    bad(
+        (1..=30).contains(&d.acknowledge_days),
+        "acknowledge_days must be between 1 and 30".into(),
+    );
+    bad(
+        (1..=90).contains(&d.update_days),
+        "update_days must be between 1 and 90".into(),
+    );
+    let fix = [
+        d.fix_days_critical,
+        d.fix_days_high,
+        d.fix_days_medium,
+        d.fix_days_low,
+    ];
+    bad(
+        fix.iter().all(|n| (1..=365).contains(n)),
+        "fix_days_* must each be between 1 and 365".into(),
+    );
+    bad(
+        fix.windows(2).all(|w| w[0] <= w[1]),
+        "fix_days_critical <= fix_days_high <= fix_days_medium <= fix_days_low: a more severe issue never gets longer".into(),
+    );
+    bad(
+        !d.preferred_languages.trim().is_empty()
+            && d.preferred_languages.len() <= 100
+            && d.preferred_languages.split(',').all(|t| {
+                let t = t.trim();
+                !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }),
+        format!(
+            "preferred_languages = {:?} must be language tags separated by commas, such as \"en, de\"",
+            d.preferred_languages
+        ),
+    );
+    bad(
+        (7..=364).contains(&d.security_txt_days),
+        "security_txt_days must be between 7 and 364 (RFC 9116: less than a year)".into(),
+    );
+}
+
 fn check_limits(l: &Limits, problems: &mut Vec<Problem>) {
     let mut bad = |ok: bool, message: &str| {
         if !ok {
@@ -667,6 +785,18 @@ fn check_limits(l: &Limits, problems: &mut Vec<Problem>) {
     bad(
         (1..=24 * 30).contains(&l.session_absolute_hours),
         "session_absolute_hours must be between 1 and 720",
+    );
+    bad(
+        (1..=1000).contains(&l.reports_per_hour_per_source),
+        "reports_per_hour_per_source must be between 1 and 1000",
+    );
+    bad(
+        (1..=100_000).contains(&l.reports_per_hour),
+        "reports_per_hour must be between 1 and 100000",
+    );
+    bad(
+        (1..=1000).contains(&l.report_replies_per_hour),
+        "report_replies_per_hour must be between 1 and 1000",
     );
 }
 
@@ -788,6 +918,44 @@ mod tests {
             ..overrides
         };
         assert!(Config::load(&overrides, &no_env).is_ok());
+    }
+
+    #[test]
+    fn vuln1_disclosure_policy_is_validated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("palisade.toml");
+        std::fs::write(
+            &file,
+            "[disclosure]\ncontact_email = \"not an address\"\nacknowledge_days = 0\nfix_days_critical = 200\nsecurity_txt_days = 400\npreferred_languages = \"en; <x>\"\n",
+        )
+        .expect("write");
+        let overrides = Overrides {
+            config_file: Some(file.clone()),
+            ..Overrides::default()
+        };
+        let problems = Config::load(&overrides, &no_env).expect_err("bad policy refused");
+        let text = format!("{problems:?}");
+        for needle in [
+            "contact_email",
+            "acknowledge_days",
+            "more severe",
+            "security_txt_days",
+            "preferred_languages",
+        ] {
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+        std::fs::write(
+            &file,
+            "[disclosure]\ncontact_email = \" Security@Example.com \"\nacknowledge_days = 5\n",
+        )
+        .expect("write");
+        let config = Config::load(&overrides, &no_env).expect("valid policy");
+        assert_eq!(config.disclosure.acknowledge_days, 5);
+        assert_eq!(config.disclosure.update_days, 14, "default kept");
+        assert_eq!(
+            config.disclosure.contact_email.as_deref(),
+            Some("security@example.com")
+        );
     }
 
     #[test]

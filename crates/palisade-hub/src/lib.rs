@@ -14,6 +14,7 @@ pub mod mqtt;
 pub mod pki;
 pub mod server;
 pub mod telemetry;
+pub mod vuln;
 pub mod web;
 
 use config::Config;

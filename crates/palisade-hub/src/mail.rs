@@ -20,6 +20,8 @@ pub enum Category {
     Account,
     /// Security events on the account (new sign-in, password or MFA change, lockout).
     Security,
+    /// Correspondence about a vulnerability report (to its reporter or the contact).
+    Disclosure,
 }
 
 impl Category {
@@ -27,6 +29,7 @@ impl Category {
         match self {
             Category::Account => "account",
             Category::Security => "security",
+            Category::Disclosure => "disclosure",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! AUTH-1, AUTH-8, WEB-2: the real console in headless Chromium — setup, TOTP
 //! enrolment, sign-out, password + TOTP sign-in, the device list and a device page
-//! with its SVG telemetry chart — with the hub's key pinned and the test failing on
+//! with its SVG telemetry chart, the vulnerability report form (VULN-1) and the triage
+//! page (VULN-3) — with the hub's key pinned and the test failing on
 //! any Content-Security-Policy violation. The browser is driven by
 //! `tests/e2e/console_setup_mfa_login.py` through chromedriver.
 
@@ -84,5 +85,9 @@ async fn setup_mfa_enrolment_and_login_in_chromium() {
     let users = hub.hub.db.users().await.expect("users");
     assert_eq!(users.len(), 1);
     assert!(users[0].has_mfa());
+    // The report sent through the form was acknowledged on the triage page.
+    let reports = hub.hub.db.reports(10).await.expect("reports");
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].state.as_str(), "acknowledged");
     hub.hub.shutdown().await;
 }

@@ -27,6 +27,14 @@ const PUBLIC: &[(&str, &str)] = &[
     ("POST", "/recover/reset"),
     ("GET", "/invite"),
     ("POST", "/invite"),
+    // Vulnerability disclosure (VULN-1, VULN-2): researchers have no account. The
+    // form is bounded and rate-limited per source and overall; the status page and
+    // replies need the report's own secret (report_status_link_needs_its_secret.rs).
+    ("GET", "/.well-known/security.txt"),
+    ("GET", "/security"),
+    ("POST", "/security/reports"),
+    ("GET", "/security/status"),
+    ("POST", "/security/status"),
     // Device enrolment: the single-use claim code in the body is the credential
     // (AUTH-2); a device has no account or session. Throttled per source.
     ("POST", "/api/v1/devices/enroll"),

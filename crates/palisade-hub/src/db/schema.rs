@@ -12,10 +12,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "accounts, sessions, audit, outbox", V1),
     (2, "product models, claim codes, devices, telemetry", V2),
     (3, "commands to devices", V3),
+    (6, "vulnerability reports and their messages", V6),
 ];
 
 /// The newest schema this binary understands.
-pub const LATEST_VERSION: i64 = 3;
+pub const LATEST_VERSION: i64 = 6;
 
 const V1: &str = r#"
 CREATE TABLE users (
@@ -161,6 +162,40 @@ CREATE TABLE commands (
     reason TEXT,
     completed_at BIGINT,
     PRIMARY KEY (device_id, seq)
+);
+"#;
+
+/// Vulnerability reports (VULN-1, VULN-3). Absent values are '' or -1 rather than
+/// NULL, so every column decodes the same way on both engines.
+const V6: &str = r#"
+CREATE TABLE vuln_reports (
+    id TEXT PRIMARY KEY,
+    status_hash TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    description TEXT NOT NULL,
+    reporter_name TEXT NOT NULL,
+    reporter_email TEXT NOT NULL,
+    product TEXT NOT NULL,
+    source_key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    cvss_vector TEXT NOT NULL,
+    cvss_score BIGINT NOT NULL,
+    affected TEXT NOT NULL,
+    assignee_id TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    last_update_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX vuln_reports_source ON vuln_reports (source_key, received_at);
+CREATE INDEX vuln_reports_received ON vuln_reports (received_at);
+CREATE TABLE report_messages (
+    report_id TEXT NOT NULL REFERENCES vuln_reports(id) ON DELETE CASCADE,
+    seq BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    author TEXT NOT NULL,
+    internal BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (report_id, seq)
 );
 "#;
 

@@ -38,7 +38,10 @@ const PAIRING_NOT_VALID: &str =
     "pairing code not valid: check the code on the device's label and type it again";
 
 /// Parse a bounded JSON body; the message never echoes what was sent.
-fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, WebError> {
+pub(crate) fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, WebError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

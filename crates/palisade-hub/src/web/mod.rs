@@ -6,9 +6,11 @@ pub mod access;
 pub mod api;
 pub mod console;
 pub mod devices;
+pub mod disclosure;
 pub mod error;
 pub mod middleware;
 pub mod pages;
+pub mod reports_api;
 
 use crate::auth::Auth;
 use crate::config::Config;
@@ -217,6 +219,63 @@ fn routes(state: AppState) -> Routes {
             "/api/v1/devices/{id}/commands",
             Signed,
             get(devices::list_commands),
+        )
+        // Vulnerability disclosure (VULN-1, VULN-2): public by design; the status page
+        // needs its report's secret. Triage is staff only (VULN-3).
+        .add(
+            "GET",
+            "/.well-known/security.txt",
+            Public,
+            get(disclosure::security_txt),
+        )
+        .add("GET", "/security", Public, get(disclosure::policy))
+        .add(
+            "POST",
+            "/security/reports",
+            Public,
+            post(disclosure::submit),
+        )
+        .add("GET", "/security/status", Public, get(disclosure::status))
+        .add("POST", "/security/status", Public, post(disclosure::reply))
+        .add("GET", "/reports", Staff, get(console::reports::list))
+        .add("GET", "/reports/{id}", Staff, get(console::reports::detail))
+        .add(
+            "POST",
+            "/reports/{id}/state",
+            Staff,
+            post(console::reports::set_state),
+        )
+        .add(
+            "POST",
+            "/reports/{id}/assess",
+            Staff,
+            post(console::reports::assess),
+        )
+        .add(
+            "POST",
+            "/reports/{id}/messages",
+            Staff,
+            post(console::reports::message),
+        )
+        .add("GET", "/api/v1/reports", Staff, get(reports_api::list))
+        .add("GET", "/api/v1/reports/{id}", Staff, get(reports_api::show))
+        .add(
+            "POST",
+            "/api/v1/reports/{id}/state",
+            Staff,
+            post(reports_api::set_state),
+        )
+        .add(
+            "POST",
+            "/api/v1/reports/{id}/assessment",
+            Staff,
+            post(reports_api::assess),
+        )
+        .add(
+            "POST",
+            "/api/v1/reports/{id}/messages",
+            Staff,
+            post(reports_api::message),
         )
         // The claim code in the body is the credential (AUTH-2); see `middleware::csrf`.
         .add("POST", devices::ENROL_PATH, Public, post(devices::enroll))

@@ -13,6 +13,8 @@ use axum::response::{Html, IntoResponse, Response};
 pub struct Nav {
     pub username: String,
     pub admin: bool,
+    /// Administrators and operators (see vulnerability reports).
+    pub staff: bool,
 }
 
 /// What every page has: title, product name, header, CSRF token, messages.
@@ -39,6 +41,7 @@ impl Chrome {
             nav: principal.filter(|p| p.is_full()).map(|p| Nav {
                 username: p.user.username.to_string(),
                 admin: p.is_admin(),
+                staff: p.is_staff(),
             }),
             csrf: csrf.0.clone(),
             notice: None,

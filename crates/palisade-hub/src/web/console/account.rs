@@ -149,6 +149,10 @@ pub async fn enrol_submit(
         c.nav = Some(pages::Nav {
             username: me.user.username.to_string(),
             admin: me.user.role == crate::db::users::Role::Admin,
+            staff: matches!(
+                me.user.role,
+                crate::db::users::Role::Admin | crate::db::users::Role::Operator
+            ),
         });
         c.csrf = state
             .db

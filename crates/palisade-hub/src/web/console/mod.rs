@@ -4,6 +4,7 @@ pub mod account;
 pub mod admin;
 pub mod chart;
 pub mod devices;
+pub mod reports;
 pub mod signin;
 
 use super::AppState;

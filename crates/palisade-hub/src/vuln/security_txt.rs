@@ -1,0 +1,61 @@
+//! `/.well-known/security.txt` (RFC 9116, VULN-2), computed on every request from the
+//! configuration: nothing is stored, so `Expires` can never lapse while the hub runs.
+
+use crate::config::Config;
+
+const DAY: i64 = 24 * 3600;
+
+/// The `Expires` time: the start of the current UTC day plus the configured days, so
+/// it moves forward daily, stays the same within a day, and is always less than a
+/// year ahead (the configuration allows at most 364 days).
+pub fn expires_at(config: &Config, now: i64) -> i64 {
+    now - now.rem_euclid(DAY) + config.disclosure.security_txt_days * DAY
+}
+
+/// RFC 3339 in UTC with a `Z`, as RFC 9116 §2.5.5 asks.
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+            ))
+            .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// The file's text.
+pub fn render(config: &Config, now: i64) -> String {
+    let base = &config.public_url;
+    let d = &config.disclosure;
+    let mut out = format!(
+        "# Security contact for {product} (RFC 9116). Report vulnerabilities at\n# {base}/security; see the policy there for response times and safe harbour.\n",
+        product = config.product_name.replace(['\r', '\n'], " ")
+    );
+    if let Some(email) = &d.contact_email {
+        out.push_str(&format!("Contact: mailto:{email}\n"));
+    }
+    out.push_str(&format!("Contact: {base}/security\n"));
+    out.push_str(&format!("Expires: {}\n", rfc3339(expires_at(config, now))));
+    out.push_str(&format!("Policy: {base}/security\n"));
+    out.push_str(&format!("Preferred-Languages: {}\n", d.preferred_languages));
+    out.push_str(&format!("Canonical: {base}/.well-known/security.txt\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expires_is_stable_within_a_day_and_under_a_year() {
+        let config = Config::for_data_dir(std::path::Path::new("/nonexistent"));
+        let t = 1_800_000_000;
+        assert_eq!(expires_at(&config, t), expires_at(&config, t + 60));
+        assert!(expires_at(&config, t) - t < 365 * DAY);
+        assert!(expires_at(&config, t) > t);
+        let text = render(&config, t);
+        assert_eq!(text.matches("\nExpires: ").count(), 1, "{text}");
+    }
+}
