@@ -135,6 +135,8 @@ pub struct FileConfig {
     pub product_name: Option<String>,
     pub limits: Option<Limits>,
     pub smtp: Option<SmtpFile>,
+    /// An operator-supplied secrets key file (mode 0600) instead of `DATA_DIR/secrets.key`.
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 /// Values given on the command line (they win over file and environment).
@@ -207,6 +209,9 @@ pub struct Config {
     pub limits: Limits,
     /// Outgoing mail relay; without one, mail is written to `DATA_DIR/mail/`.
     pub smtp: Option<Smtp>,
+    /// The key file that seals secrets in the database (STOR-3); `None` means
+    /// `DATA_DIR/secrets.key`, created at first start.
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 /// One thing wrong with the configuration.
@@ -403,6 +408,24 @@ impl Config {
             .as_ref()
             .and_then(|smtp| check_smtp(smtp, env, &mut problems));
 
+        let secrets_key_file = env("PALISADE_SECRETS_KEY_FILE")
+            .map(PathBuf::from)
+            .or(file.secrets_key_file.clone());
+        if let Some(path) = &secrets_key_file {
+            // An operator-supplied key is never created for them: a missing one is an error.
+            if !path.is_file() {
+                problems.push(Problem {
+                    key: "secrets_key_file",
+                    message: format!("{} does not exist or is not a file", path.display()),
+                });
+            } else if let Some(message) = world_readable(path) {
+                problems.push(Problem {
+                    key: "secrets_key_file",
+                    message,
+                });
+            }
+        }
+
         if problems.is_empty() {
             Ok(Config {
                 data_dir,
@@ -416,6 +439,7 @@ impl Config {
                 product_name,
                 limits,
                 smtp,
+                secrets_key_file,
             })
         } else {
             Err(problems)
@@ -437,6 +461,7 @@ impl Config {
             product_name: "Palisade".into(),
             limits: Limits::default(),
             smtp: None,
+            secrets_key_file: None,
         }
     }
 
