@@ -125,7 +125,11 @@ impl KeyRing {
              # Keep it secret and backed up apart from the database; without it those values are lost.\n",
         );
         for key in &self.keys {
-            out.push_str(&format!("{LINE_TAG} {} {}\n", key.id, BASE64.encode(&key.raw)));
+            out.push_str(&format!(
+                "{LINE_TAG} {} {}\n",
+                key.id,
+                BASE64.encode(&key.raw)
+            ));
         }
         out
     }
@@ -225,7 +229,10 @@ impl KeyRing {
 
     /// The key id a sealed value names.
     pub fn key_id_of(value: &str) -> Option<&str> {
-        value.strip_prefix(PREFIX)?.split_once(':').map(|(id, _)| id)
+        value
+            .strip_prefix(PREFIX)?
+            .split_once(':')
+            .map(|(id, _)| id)
     }
 }
 
@@ -238,8 +245,15 @@ mod tests {
         let ring = KeyRing::generate().expect("ring");
         let sealed = ring.seal("users.totp:a", "JBSWY3DPEHPK3PXP");
         assert!(!sealed.contains("JBSWY3DPEHPK3PXP"));
-        assert_ne!(sealed, ring.seal("users.totp:a", "JBSWY3DPEHPK3PXP"), "nonces are random");
-        assert_eq!(ring.open("users.totp:a", &sealed).as_deref(), Ok("JBSWY3DPEHPK3PXP"));
+        assert_ne!(
+            sealed,
+            ring.seal("users.totp:a", "JBSWY3DPEHPK3PXP"),
+            "nonces are random"
+        );
+        assert_eq!(
+            ring.open("users.totp:a", &sealed).as_deref(),
+            Ok("JBSWY3DPEHPK3PXP")
+        );
         assert_eq!(
             ring.open("users.totp:b", &sealed),
             Err(SealError::Authentication),
@@ -257,10 +271,17 @@ mod tests {
         let tampered = String::from_utf8(tampered).expect("ascii");
         assert!(ring.open("c", &tampered).is_err());
         let other = KeyRing::generate().expect("ring");
-        assert!(matches!(other.open("c", &sealed), Err(SealError::UnknownKey(_))));
+        assert!(matches!(
+            other.open("c", &sealed),
+            Err(SealError::UnknownKey(_))
+        ));
         // Same id, different key bytes: authentication fails.
-        let forged = KeyRing::parse(&other.to_file().replace(other.current_id(), ring.current_id()))
-            .expect("parse");
+        let forged = KeyRing::parse(
+            &other
+                .to_file()
+                .replace(other.current_id(), ring.current_id()),
+        )
+        .expect("parse");
         assert_eq!(forged.open("c", &sealed), Err(SealError::Authentication));
     }
 

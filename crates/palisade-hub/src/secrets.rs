@@ -208,7 +208,10 @@ impl Db {
             }
         }
         if sealed > 0 {
-            tracing::info!(sealed, "sealed secrets stored in plaintext by an older version");
+            tracing::info!(
+                sealed,
+                "sealed secrets stored in plaintext by an older version"
+            );
         }
         Ok(sealed)
     }

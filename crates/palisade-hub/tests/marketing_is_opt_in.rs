@@ -31,21 +31,40 @@ async fn marketing_needs_opt_in_and_withdrawal_is_one_click() {
         .expect("anna");
 
     // Off by default, never changed.
-    let consent = db.consent(&anna_user.id, Purpose::Marketing).await.expect("db");
+    let consent = db
+        .consent(&anna_user.id, Purpose::Marketing)
+        .await
+        .expect("db");
     assert!(!consent.granted);
     assert_eq!(consent.changed_at, None);
     let page = anna.get("/account").await;
-    assert!(page.body.contains("id=\"marketing-status\">off<"), "{}", page.body);
+    assert!(
+        page.body.contains("id=\"marketing-status\">off<"),
+        "{}",
+        page.body
+    );
 
     // A campaign reaches nobody; a security notice still reaches Anna.
-    let sent = privacy::send_marketing(db, &Actor::cli(), "Spring offers", "Buy more.", "https://127.0.0.1")
-        .await
-        .expect("send");
+    let sent = privacy::send_marketing(
+        db,
+        &Actor::cli(),
+        "Spring offers",
+        "Buy more.",
+        "https://127.0.0.1",
+    )
+    .await
+    .expect("send");
     assert_eq!(sent, 0);
-    accounts::notify(db, &anna_user, "New sign-in", "A new sign-in to your account.")
-        .await
-        .expect("notify");
-    hub.wait_for_mail("owner-anna@example.org", "A new sign-in").await;
+    accounts::notify(
+        db,
+        &anna_user,
+        "New sign-in",
+        "A new sign-in to your account.",
+    )
+    .await
+    .expect("notify");
+    hub.wait_for_mail("owner-anna@example.org", "A new sign-in")
+        .await;
     assert_eq!(marketing_mails(&hub, "owner-anna@example.org"), 0);
 
     // The switch refuses a request without the CSRF token, and anonymous callers.
@@ -59,46 +78,91 @@ async fn marketing_needs_opt_in_and_withdrawal_is_one_click() {
         .post_form("/account/marketing", &[("marketing", "on")])
         .await;
     assert_eq!(anonymous.status, 401);
-    assert!(!db.consent(&anna_user.id, Purpose::Marketing).await.expect("db").granted);
+    assert!(
+        !db.consent(&anna_user.id, Purpose::Marketing)
+            .await
+            .expect("db")
+            .granted
+    );
 
     // Anna opts in: recorded with its time, audited, and the next campaign reaches her
     // (and not Bert, who did not).
     anna.get("/account").await;
-    let r = anna.post_form("/account/marketing", &[("marketing", "on")]).await;
+    let r = anna
+        .post_form("/account/marketing", &[("marketing", "on")])
+        .await;
     assert_eq!(r.status, 303);
-    let consent = db.consent(&anna_user.id, Purpose::Marketing).await.expect("db");
+    let consent = db
+        .consent(&anna_user.id, Purpose::Marketing)
+        .await
+        .expect("db");
     assert!(consent.granted);
     assert!(consent.changed_at.is_some());
     let page = anna.get("/account").await;
     assert!(page.body.contains("id=\"marketing-status\">on<"));
-    let sent = privacy::send_marketing(db, &Actor::cli(), "Summer offers", "Buy more.", "https://127.0.0.1")
-        .await
-        .expect("send");
+    let sent = privacy::send_marketing(
+        db,
+        &Actor::cli(),
+        "Summer offers",
+        "Buy more.",
+        "https://127.0.0.1",
+    )
+    .await
+    .expect("send");
     assert_eq!(sent, 1);
     let mail = hub
         .wait_for_mail("owner-anna@example.org", "Summer offers")
         .await;
     assert!(mail.contains("X-Palisade-Category: marketing"));
-    assert!(mail.contains("/account"), "every message says how to stop them");
+    assert!(
+        mail.contains("/account"),
+        "every message says how to stop them"
+    );
     assert_eq!(marketing_mails(&hub, "owner-bert@example.org"), 0);
 
     // Withdrawing is one click on the same page, and takes effect at once.
-    let r = anna.post_form("/account/marketing", &[("marketing", "off")]).await;
+    let r = anna
+        .post_form("/account/marketing", &[("marketing", "off")])
+        .await;
     assert_eq!(r.status, 303);
-    assert!(!db.consent(&anna_user.id, Purpose::Marketing).await.expect("db").granted);
-    let sent = privacy::send_marketing(db, &Actor::cli(), "Autumn offers", "Buy more.", "https://127.0.0.1")
-        .await
-        .expect("send");
+    assert!(
+        !db.consent(&anna_user.id, Purpose::Marketing)
+            .await
+            .expect("db")
+            .granted
+    );
+    let sent = privacy::send_marketing(
+        db,
+        &Actor::cli(),
+        "Autumn offers",
+        "Buy more.",
+        "https://127.0.0.1",
+    )
+    .await
+    .expect("send");
     assert_eq!(sent, 0);
-    accounts::notify(db, &anna_user, "Password changed", "Your password was changed.")
-        .await
-        .expect("notify");
+    accounts::notify(
+        db,
+        &anna_user,
+        "Password changed",
+        "Your password was changed.",
+    )
+    .await
+    .expect("notify");
     hub.wait_for_mail("owner-anna@example.org", "Your password was changed")
         .await;
     assert_eq!(marketing_mails(&hub, "owner-anna@example.org"), 1);
 
     let audit = db.audit_entries(100, None).await.expect("audit");
-    assert!(audit.iter().any(|e| e.action == "consent.give" && e.target == "owner-anna"));
-    assert!(audit.iter().any(|e| e.action == "consent.withdraw" && e.target == "owner-anna"));
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "consent.give" && e.target == "owner-anna")
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "consent.withdraw" && e.target == "owner-anna")
+    );
     hub.hub.shutdown().await;
 }

@@ -33,7 +33,9 @@ fn each_required_section_is_checked() {
     ] {
         let problems = check_policy(&without(section)).expect_err(section).0;
         assert!(
-            problems.iter().any(|p| p.contains("missing section") && p.contains(named)),
+            problems
+                .iter()
+                .any(|p| p.contains("missing section") && p.contains(named)),
             "{section}: {problems:?}"
         );
     }
@@ -48,7 +50,10 @@ fn each_required_section_is_checked() {
     // Recipients must address third parties, even to say there are none.
     let vague = COMPLETE.replace("No third parties.", "Our staff.");
     let problems = check_policy(&vague).expect_err("third parties").0;
-    assert!(problems.iter().any(|p| p.contains("third parties")), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.contains("third parties")),
+        "{problems:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,14 +68,24 @@ async fn an_incomplete_policy_is_not_published() {
     let page = admin
         .post_form(
             "/privacy/publish",
-            &[("body", &incomplete), ("change", "substantive"), ("summary", "")],
+            &[
+                ("body", &incomplete),
+                ("change", "substantive"),
+                ("summary", ""),
+            ],
         )
         .await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("id=\"problems\""), "{}", page.body);
     assert!(page.body.contains("missing section: how long it is kept"));
-    assert!(page.body.contains("Your rights"), "the draft is kept in the form");
-    assert!(db.current_policy().await.expect("db").is_none(), "nothing published");
+    assert!(
+        page.body.contains("Your rights"),
+        "the draft is kept in the form"
+    );
+    assert!(
+        db.current_policy().await.expect("db").is_none(),
+        "nothing published"
+    );
 
     // Through the library (the CLI's path): refused too, and audited as a failure.
     let e = privacy::publish(

@@ -56,15 +56,25 @@ async fn the_policy_and_inventory_are_public_versioned_and_safe() {
     .expect("product");
     let data = anonymous.get("/privacy/data").await;
     assert_eq!(data.status, 200, "no sign-in needed");
-    assert!(data.body.contains("<code>temperature</code>"), "{}", data.body);
+    assert!(
+        data.body.contains("<code>temperature</code>"),
+        "{}",
+        data.body
+    );
     assert!(data.body.contains("room temperature shown to the owner"));
     assert!(data.body.contains("30 days"));
-    assert!(data.body.contains(&format!(
-        "{} days",
-        inventory::TELEMETRY_RETENTION_DAYS
-    )));
-    let occupied = data.body.find("<code>occupied</code>").expect("field listed");
-    assert!(data.body[occupied..].contains("<td>yes</td>"), "marked personal");
+    assert!(
+        data.body
+            .contains(&format!("{} days", inventory::TELEMETRY_RETENTION_DAYS))
+    );
+    let occupied = data
+        .body
+        .find("<code>occupied</code>")
+        .expect("field listed");
+    assert!(
+        data.body[occupied..].contains("<td>yes</td>"),
+        "marked personal"
+    );
 
     // Every table in the database is in the code's inventory: nothing stored is left
     // out of what the owner is told.
@@ -99,10 +109,17 @@ async fn the_policy_and_inventory_are_public_versioned_and_safe() {
     let page = anonymous.get("/privacy").await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("Version 1"), "{}", page.body);
-    assert!(page.body.contains("<h2>What data we collect</h2>"));
+    assert!(
+        page.body.contains("<h3>What data we collect</h3>"),
+        "{}",
+        page.body
+    );
     assert!(page.body.contains("href=\"mailto:privacy@example.org\""));
     assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-    assert!(!page.body.contains("<script"), "no script in the policy page");
+    assert!(
+        !page.body.contains("<script"),
+        "no script in the policy page"
+    );
     assert!(!page.body.contains("href=\"javascript:"), "no script links");
     assert!(
         page.body.contains("id=\"telemetry-fields\""),
@@ -115,9 +132,16 @@ async fn the_policy_and_inventory_are_public_versioned_and_safe() {
 
     // Version 2 changes one line; both versions stay readable, with a diff.
     let v2_text = POLICY_V1.replace("Telemetry for 30 days.", "Telemetry for 14 days.");
-    privacy::publish(db, &Actor::cli(), &v2_text, Change::Minor, "shorter retention", "https://127.0.0.1")
-        .await
-        .expect("publish v2");
+    privacy::publish(
+        db,
+        &Actor::cli(),
+        &v2_text,
+        Change::Minor,
+        "shorter retention",
+        "https://127.0.0.1",
+    )
+    .await
+    .expect("publish v2");
     let page = anonymous.get("/privacy").await;
     assert!(page.body.contains("Version 2"));
     assert!(page.body.contains("Telemetry for 14 days."));
@@ -139,7 +163,10 @@ async fn the_policy_and_inventory_are_public_versioned_and_safe() {
             .contains("<span class=\"added\">+ Telemetry for 14 days.</span>")
     );
     let old = anonymous.get("/privacy/versions/1").await;
-    assert!(old.body.contains("Telemetry for 30 days."), "version 1 is kept");
+    assert!(
+        old.body.contains("Telemetry for 30 days."),
+        "version 1 is kept"
+    );
     assert_eq!(anonymous.get("/privacy/versions/3").await.status, 404);
     assert_eq!(anonymous.get("/privacy/versions/x").await.status, 404);
 
@@ -163,7 +190,11 @@ async fn the_policy_and_inventory_are_public_versioned_and_safe() {
     let done = admin
         .post_form(
             "/privacy/publish",
-            &[("body", &v3_text), ("change", "minor"), ("summary", "wording")],
+            &[
+                ("body", &v3_text),
+                ("change", "minor"),
+                ("summary", "wording"),
+            ],
         )
         .await;
     assert_eq!(done.status, 200);

@@ -65,7 +65,10 @@ async fn totp_secrets_are_sealed_and_a_bad_key_fails_closed() {
     // The attack: read the database files. The secret is not there in any form the
     // hub could use without the key.
     let bytes = database_bytes(&data);
-    assert!(contains(&bytes, "enc1:"), "the scan reads the stored values");
+    assert!(
+        contains(&bytes, "enc1:"),
+        "the scan reads the stored values"
+    );
     assert!(
         !contains(&bytes, &base32),
         "the TOTP secret is in the database file in plaintext"
@@ -156,12 +159,14 @@ async fn plaintext_from_an_older_version_is_sealed_and_rotation_keeps_sign_in() 
         db.close().await;
     }
     let hub = restart(dir).await;
-    let row: (String, String) =
-        sqlx::query_as("SELECT totp_secret, totp_pending FROM users")
-            .fetch_one(hub.hub.db.pool())
-            .await
-            .expect("row");
-    assert!(row.0.starts_with("enc1:") && row.1.starts_with("enc1:"), "{row:?}");
+    let row: (String, String) = sqlx::query_as("SELECT totp_secret, totp_pending FROM users")
+        .fetch_one(hub.hub.db.pool())
+        .await
+        .expect("row");
+    assert!(
+        row.0.starts_with("enc1:") && row.1.starts_with("enc1:"),
+        "{row:?}"
+    );
     let user = hub
         .hub
         .db
@@ -177,7 +182,10 @@ async fn plaintext_from_an_older_version_is_sealed_and_rotation_keeps_sign_in() 
     let TestHub { hub: running, dir } = hub;
     running.shutdown().await;
     let old_file = std::fs::read_to_string(data.join("secrets.key")).expect("key");
-    let old_id = KeyRing::parse(&old_file).expect("parse").current_id().to_owned();
+    let old_id = KeyRing::parse(&old_file)
+        .expect("parse")
+        .current_id()
+        .to_owned();
     let rotation = palisade_hub::secrets::rotate_key(&config)
         .await
         .expect("rotate");
@@ -185,9 +193,8 @@ async fn plaintext_from_an_older_version_is_sealed_and_rotation_keeps_sign_in() 
     assert_ne!(rotation.new_key, old_id);
     // The two TOTP values, and any mail still queued.
     assert!(rotation.resealed >= 2, "{rotation:?}");
-    let new_ring =
-        KeyRing::parse(&std::fs::read_to_string(data.join("secrets.key")).expect("key"))
-            .expect("parse");
+    let new_ring = KeyRing::parse(&std::fs::read_to_string(data.join("secrets.key")).expect("key"))
+        .expect("parse");
     assert_eq!(new_ring.ids(), vec![rotation.new_key.clone()]);
 
     let hub = restart(dir).await;
@@ -203,7 +210,12 @@ async fn plaintext_from_an_older_version_is_sealed_and_rotation_keeps_sign_in() 
     let page = b
         .sign_in(ADMIN, ADMIN_PASSWORD, Some((&secret, common::now() + 30)))
         .await;
-    assert_eq!(page.location(), "/", "sign-in works after rotation: {}", page.body);
+    assert_eq!(
+        page.location(),
+        "/",
+        "sign-in works after rotation: {}",
+        page.body
+    );
     let TestHub { hub: running, dir } = hub;
     running.shutdown().await;
 

@@ -29,14 +29,21 @@ async fn owners_accept_substantive_changes_and_not_minor_ones() {
     let (mut admin, _) = hub.setup_admin().await;
     let mut anna = invite_user(&hub, &mut admin, "owner-anna", "owner").await;
     let mut bert = invite_user(&hub, &mut admin, "owner-bert", "owner").await;
-    assert_eq!(anna.get("/devices").await.status, 200, "no policy yet: nothing to accept");
+    assert_eq!(
+        anna.get("/devices").await.status,
+        200,
+        "no policy yet: nothing to accept"
+    );
 
     publish(&mut admin, POLICY, "substantive", "first policy").await;
 
     // Every owner is e-mailed.
     for owner in ["owner-anna", "owner-bert"] {
         let mail = hub
-            .wait_for_mail(&format!("{owner}@example.org"), "changed our privacy policy")
+            .wait_for_mail(
+                &format!("{owner}@example.org"),
+                "changed our privacy policy",
+            )
             .await;
         assert!(mail.contains("/privacy"), "{mail}");
         assert!(mail.contains("X-Palisade-Category: service"));
@@ -86,7 +93,11 @@ async fn owners_accept_substantive_changes_and_not_minor_ones() {
     assert!(at > 0);
     assert_eq!(anna.get("/devices").await.status, 200);
     let account = anna.get("/account").await;
-    assert!(account.body.contains("you accepted version 1"), "{}", account.body);
+    assert!(
+        account.body.contains("you accepted version 1"),
+        "{}",
+        account.body
+    );
     assert!(
         db.audit_entries(100, None)
             .await
@@ -105,7 +116,11 @@ async fn owners_accept_substantive_changes_and_not_minor_ones() {
         "new contact address",
     )
     .await;
-    assert_eq!(anna.get("/devices").await.status, 200, "a minor change asks nothing");
+    assert_eq!(
+        anna.get("/devices").await.status,
+        200,
+        "a minor change asks nothing"
+    );
     assert_eq!(db.acceptance_count(2).await.expect("db"), 0);
 
     // Another substantive change: asked again.

@@ -31,9 +31,7 @@ pub enum PrivacyAction {
         config: ConfigArgs,
     },
     /// Check a policy file without publishing it; lists every missing section
-    Check {
-        file: PathBuf,
-    },
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -47,7 +45,8 @@ pub enum SecretsAction {
 }
 
 fn read_policy(file: &PathBuf) -> Result<String> {
-    let meta = std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let meta =
+        std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
     if meta.len() > privacy::MAX_POLICY_BYTES as u64 {
         bail!(
             "{} is {} bytes; a policy may have at most {} bytes",
@@ -149,7 +148,9 @@ pub async fn secrets(action: SecretsAction) -> Result<ExitCode> {
                 rotation.old_keys.join(", "),
                 rotation.key_file.display()
             );
-            println!("Back up the new key file now: without it the encrypted values cannot be read.");
+            println!(
+                "Back up the new key file now: without it the encrypted values cannot be read."
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -173,7 +173,9 @@ mod tests {
 
     #[test]
     fn priv1_markup_subset() {
-        let html = to_html("# What data\n\nWe **collect** *little*.\n\n- one\n- `two`\n\n1. a\n2. b\n\n[us](mailto:privacy@example.com)");
+        let html = to_html(
+            "# What data\n\nWe **collect** *little*.\n\n- one\n- `two`\n\n1. a\n2. b\n\n[us](mailto:privacy@example.com)",
+        );
         assert!(html.contains("<h2>What data</h2>"));
         assert!(html.contains("<strong>collect</strong>"));
         assert!(html.contains("<em>little</em>"));
@@ -184,7 +186,9 @@ mod tests {
 
     #[test]
     fn priv1_html_and_script_links_are_inert() {
-        let html = to_html("<script>alert(1)</script>\n\n[x](javascript:alert(1)) <img src=x onerror=y> \"q\"");
+        let html = to_html(
+            "<script>alert(1)</script>\n\n[x](javascript:alert(1)) <img src=x onerror=y> \"q\"",
+        );
         assert!(!html.contains("<script"));
         assert!(!html.contains("<img"));
         assert!(!html.contains("href=\"javascript"));

@@ -238,12 +238,11 @@ impl Db {
         by: &str,
     ) -> Result<i64> {
         let mut tx = self.pool().begin().await?;
-        let version: i64 = sqlx::query(
-            "SELECT COALESCE(MAX(version), 0) + 1 AS v FROM privacy_policies",
-        )
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("v")?;
+        let version: i64 =
+            sqlx::query("SELECT COALESCE(MAX(version), 0) + 1 AS v FROM privacy_policies")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("v")?;
         // Two publishers racing get the same number; the primary key refuses the second.
         sqlx::query(
             "INSERT INTO privacy_policies (version, body, substantive, summary, published_at, published_by) \
@@ -323,23 +322,25 @@ impl Db {
 
     /// How many owners have accepted a version (for the operator).
     pub async fn acceptance_count(&self, version: i64) -> Result<i64> {
-        Ok(sqlx::query(
-            "SELECT COUNT(*) AS n FROM policy_acceptances WHERE version = $1",
+        Ok(
+            sqlx::query("SELECT COUNT(*) AS n FROM policy_acceptances WHERE version = $1")
+                .bind(version)
+                .fetch_one(self.pool())
+                .await?
+                .try_get("n")?,
         )
-        .bind(version)
-        .fetch_one(self.pool())
-        .await?
-        .try_get("n")?)
     }
 
     /// A consent as recorded; off (never given) by default.
     pub async fn consent(&self, user: &UserId, purpose: Purpose) -> Result<Consent> {
         let row = optional(
-            sqlx::query("SELECT granted, changed_at FROM consents WHERE user_id = $1 AND purpose = $2")
-                .bind(user.as_str())
-                .bind(purpose.as_str())
-                .fetch_one(self.pool())
-                .await,
+            sqlx::query(
+                "SELECT granted, changed_at FROM consents WHERE user_id = $1 AND purpose = $2",
+            )
+            .bind(user.as_str())
+            .bind(purpose.as_str())
+            .fetch_one(self.pool())
+            .await,
         )?;
         Ok(match row {
             Some(r) => Consent {
@@ -479,8 +480,7 @@ pub async fn accept(db: &Db, actor: &Actor, user: &User, version: i64) -> Result
     let required = db.policy_version_to_accept().await?.unwrap_or(0);
     if version < required || version > current {
         return Err(Error::Conflict(
-            "The policy changed while you were reading it; please read the current version."
-                .into(),
+            "The policy changed while you were reading it; please read the current version.".into(),
         ));
     }
     db.record_acceptance(&user.id, version).await?;

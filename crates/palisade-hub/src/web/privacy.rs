@@ -192,14 +192,7 @@ pub async fn accept_submit(
         .version
         .parse()
         .map_err(|_| WebError::BadRequest("No policy version was given.".into()))?;
-    match privacy::accept(
-        &state.db,
-        &Actor::user(&me.user, ctx.ip),
-        &me.user,
-        version,
-    )
-    .await
-    {
+    match privacy::accept(&state.db, &Actor::user(&me.user, ctx.ip), &me.user, version).await {
         Ok(()) => Ok(redirect("/")),
         Err(crate::error::Error::Conflict(m)) => Err(WebError::Conflict(m)),
         Err(e) => Err(e.into()),
@@ -219,7 +212,11 @@ async fn publish_page(
             p.version,
             pages::fmt_time(p.published_at),
             p.published_by,
-            if p.substantive { "substantive" } else { "minor" },
+            if p.substantive {
+                "substantive"
+            } else {
+                "minor"
+            },
             state.db.acceptance_count(p.version).await?,
         ));
     }

@@ -329,7 +329,12 @@ pub fn read(path: &Path) -> String {
 
 /// Invite an account with `role` as the signed-in administrator `admin`, accept the
 /// invitation from the e-mail, and return the new account's signed-in browser.
-pub async fn invite_user(hub: &TestHub, admin: &mut Browser, username: &str, role: &str) -> Browser {
+pub async fn invite_user(
+    hub: &TestHub,
+    admin: &mut Browser,
+    username: &str,
+    role: &str,
+) -> Browser {
     admin.get("/users").await;
     let email = format!("{username}@example.org");
     let page = admin
