@@ -9,6 +9,8 @@ use palisade_hub::privacy::{self, Change};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+// Parsed once per run; the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum PrivacyAction {
     /// Publish a new version of the privacy policy from a Markdown file. It must have
