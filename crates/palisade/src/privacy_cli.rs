@@ -9,8 +9,6 @@ use palisade_hub::privacy::{self, Change};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-// Parsed once per run; the size difference between variants does not matter.
-#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum PrivacyAction {
     /// Publish a new version of the privacy policy from a Markdown file. It must have
@@ -33,7 +31,12 @@ pub enum PrivacyAction {
         config: ConfigArgs,
     },
     /// Check a policy file without publishing it; lists every missing section
-    Check { file: PathBuf },
+    Check {
+        file: PathBuf,
+        /// Accepted like every command's flags; checking reads no configuration
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -62,7 +65,7 @@ fn read_policy(file: &PathBuf) -> Result<String> {
 
 pub async fn privacy(action: PrivacyAction) -> Result<ExitCode> {
     match action {
-        PrivacyAction::Check { file } => {
+        PrivacyAction::Check { file, config: _ } => {
             let text = read_policy(&file)?;
             match privacy::check_policy(&text) {
                 Ok(()) => {
