@@ -747,6 +747,41 @@ mod tests {
     }
 
     #[test]
+    fn stor3_an_operator_secrets_key_must_exist_and_be_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("secrets.key");
+        let file = dir.path().join("palisade.toml");
+        std::fs::write(
+            &file,
+            format!("secrets_key_file = {:?}\n", key.display().to_string()),
+        )
+        .expect("write");
+        let overrides = Overrides {
+            config_file: Some(file.clone()),
+            ..Overrides::default()
+        };
+        let problems = Config::load(&overrides, &no_env).expect_err("missing key file");
+        assert!(
+            problems.iter().any(|p| p.key == "secrets_key_file"),
+            "{problems:?}"
+        );
+        std::fs::write(&key, "palisade-secrets-key-v1 0011aabb x\n").expect("write");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .expect("chmod");
+        let problems = Config::load(&overrides, &no_env).expect_err("readable key file");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.key == "secrets_key_file" && p.message.contains("readable")),
+            "{problems:?}"
+        );
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+        let config = Config::load(&overrides, &no_env).expect("private key file accepted");
+        assert_eq!(config.secrets_key_file, Some(key));
+    }
+
+    #[test]
     fn smtp_fails_closed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("palisade.toml");
