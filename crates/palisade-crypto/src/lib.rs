@@ -4,6 +4,7 @@
 
 pub mod ca;
 pub mod password;
+pub mod sealed;
 pub mod token;
 pub mod totp;
 

@@ -191,6 +191,8 @@ pub struct FileConfig {
     pub limits: Option<Limits>,
     pub smtp: Option<SmtpFile>,
     pub disclosure: Option<Disclosure>,
+    /// An operator-supplied secrets key file (mode 0600) instead of `DATA_DIR/secrets.key`.
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 /// Values given on the command line (they win over file and environment).
@@ -265,6 +267,9 @@ pub struct Config {
     pub smtp: Option<Smtp>,
     /// The vulnerability disclosure policy (security.txt, `/security`, triage deadlines).
     pub disclosure: Disclosure,
+    /// The key file that seals secrets in the database (STOR-3); `None` means
+    /// `DATA_DIR/secrets.key`, created at first start.
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 /// One thing wrong with the configuration.
@@ -467,6 +472,23 @@ impl Config {
         disclosure.contact_email = disclosure
             .contact_email
             .map(|typed| crate::ids::Email::parse(&typed).map_or(typed, |e| e.as_str().to_owned()));
+        let secrets_key_file = env("PALISADE_SECRETS_KEY_FILE")
+            .map(PathBuf::from)
+            .or(file.secrets_key_file.clone());
+        if let Some(path) = &secrets_key_file {
+            // An operator-supplied key is never created for them: a missing one is an error.
+            if !path.is_file() {
+                problems.push(Problem {
+                    key: "secrets_key_file",
+                    message: format!("{} does not exist or is not a file", path.display()),
+                });
+            } else if let Some(message) = world_readable(path) {
+                problems.push(Problem {
+                    key: "secrets_key_file",
+                    message,
+                });
+            }
+        }
 
         if problems.is_empty() {
             Ok(Config {
@@ -482,6 +504,7 @@ impl Config {
                 limits,
                 smtp,
                 disclosure,
+                secrets_key_file,
             })
         } else {
             Err(problems)
@@ -504,6 +527,7 @@ impl Config {
             limits: Limits::default(),
             smtp: None,
             disclosure: Disclosure::default(),
+            secrets_key_file: None,
         }
     }
 
@@ -857,6 +881,41 @@ mod tests {
         assert!(keys.contains(&"database_url"), "{problems:?}");
         let text = format!("{problems:?}");
         assert!(!text.contains("secretpw"), "secrets never printed: {text}");
+    }
+
+    #[test]
+    fn stor3_an_operator_secrets_key_must_exist_and_be_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("secrets.key");
+        let file = dir.path().join("palisade.toml");
+        std::fs::write(
+            &file,
+            format!("secrets_key_file = {:?}\n", key.display().to_string()),
+        )
+        .expect("write");
+        let overrides = Overrides {
+            config_file: Some(file.clone()),
+            ..Overrides::default()
+        };
+        let problems = Config::load(&overrides, &no_env).expect_err("missing key file");
+        assert!(
+            problems.iter().any(|p| p.key == "secrets_key_file"),
+            "{problems:?}"
+        );
+        std::fs::write(&key, "palisade-secrets-key-v1 0011aabb x\n").expect("write");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .expect("chmod");
+        let problems = Config::load(&overrides, &no_env).expect_err("readable key file");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.key == "secrets_key_file" && p.message.contains("readable")),
+            "{problems:?}"
+        );
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+        let config = Config::load(&overrides, &no_env).expect("private key file accepted");
+        assert_eq!(config.secrets_key_file, Some(key));
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub enum Error {
     Config(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("secrets key: {0}")]
+    Secrets(String),
     #[error("a background task failed: {0}")]
     Task(String),
 }

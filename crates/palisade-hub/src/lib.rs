@@ -12,6 +12,8 @@ pub mod ids;
 pub mod mail;
 pub mod mqtt;
 pub mod pki;
+pub mod privacy;
+pub mod secrets;
 pub mod server;
 pub mod telemetry;
 pub mod vuln;

@@ -22,6 +22,10 @@ pub enum Category {
     Security,
     /// Correspondence about a vulnerability report (to its reporter or the contact).
     Disclosure,
+    /// Service notices every owner gets, such as a substantive privacy policy change.
+    Service,
+    /// News and offers: only to owners who opted in (PRIV-2).
+    Marketing,
 }
 
 impl Category {
@@ -30,6 +34,8 @@ impl Category {
             Category::Account => "account",
             Category::Security => "security",
             Category::Disclosure => "disclosure",
+            Category::Service => "service",
+            Category::Marketing => "marketing",
         }
     }
 }
@@ -49,6 +55,8 @@ impl Db {
     ) -> Result<()> {
         let id = data_encoding::HEXLOWER.encode(&palisade_crypto::token::random_bytes::<12>());
         let at = now();
+        // A queued body may hold a one-time link: sealed until delivered (STOR-3).
+        let body = self.seal_secret(&outbox_context(&id), body)?;
         sqlx::query(
             "INSERT INTO outbox (id, recipient, subject, body, category, created_at, next_attempt_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -56,7 +64,7 @@ impl Db {
         .bind(&id)
         .bind(recipient)
         .bind(subject)
-        .bind(body)
+        .bind(&body)
         .bind(category.as_str())
         .bind(at)
         .bind(at)
@@ -64,6 +72,11 @@ impl Db {
         .await?;
         Ok(())
     }
+}
+
+/// The associated data binding a sealed mail body to its outbox row.
+pub(crate) fn outbox_context(id: &str) -> String {
+    format!("outbox:{id}")
 }
 
 /// Where mail goes.
@@ -163,16 +176,24 @@ pub async fn deliver_due(db: &Db, delivery: &Delivery) -> Result<usize> {
     for row in rows {
         let id: String = row.try_get("id")?;
         let attempts: i64 = row.try_get("attempts")?;
-        let result = delivery
-            .send(
-                &id,
-                &row.try_get::<String, _>("recipient")?,
-                &row.try_get::<String, _>("subject")?,
-                &row.try_get::<String, _>("body")?,
-                &row.try_get::<String, _>("category")?,
-                row.try_get("created_at")?,
-            )
-            .await;
+        let body = db
+            .open_secret(&outbox_context(&id), &row.try_get::<String, _>("body")?)
+            .map_err(|e| e.to_string());
+        let result = match body {
+            Ok(body) => {
+                delivery
+                    .send(
+                        &id,
+                        &row.try_get::<String, _>("recipient")?,
+                        &row.try_get::<String, _>("subject")?,
+                        &body,
+                        &row.try_get::<String, _>("category")?,
+                        row.try_get("created_at")?,
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         match result {
             Ok(()) => {
                 // The body (it may hold a one-time link) is not kept once delivered.

@@ -206,6 +206,8 @@ mod tests {
             kind,
             unit: String::new(),
             purpose: "test".into(),
+            personal: false,
+            retention_days: None,
         };
         Schema::new(&ProductModel {
             id: ProductId::parse("cam-v2").expect("id"),

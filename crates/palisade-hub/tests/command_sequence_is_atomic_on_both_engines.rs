@@ -38,6 +38,8 @@ async fn contract(db: Db) {
             kind: FieldKind::Number,
             unit: "W".into(),
             purpose: "shown to the owner".into(),
+            personal: false,
+            retention_days: None,
         }],
         created_at: 0,
     })

@@ -27,6 +27,8 @@ async fn product(db: &Db, id: &str) -> ProductId {
             kind: FieldKind::Number,
             unit: "celsius".into(),
             purpose: "room temperature shown to the owner".into(),
+            personal: false,
+            retention_days: None,
         }],
         created_at: 0,
     })

@@ -107,6 +107,8 @@ async fn owners_see_and_claim_only_their_own_devices() {
             kind: FieldKind::Number,
             unit: "celsius".into(),
             purpose: "shown to the owner".into(),
+            personal: false,
+            retention_days: None,
         }],
         created_at: 0,
     })

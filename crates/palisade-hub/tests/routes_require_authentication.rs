@@ -35,6 +35,11 @@ const PUBLIC: &[(&str, &str)] = &[
     ("POST", "/security/reports"),
     ("GET", "/security/status"),
     ("POST", "/security/status"),
+    // The privacy policy, its history and the data inventory (PRIV-1, DATA-1).
+    ("GET", "/privacy"),
+    ("GET", "/privacy/data"),
+    ("GET", "/privacy/history"),
+    ("GET", "/privacy/versions/{version}"),
     // Device enrolment: the single-use claim code in the body is the credential
     // (AUTH-2); a device has no account or session. Throttled per source.
     ("POST", "/api/v1/devices/enroll"),

@@ -74,7 +74,8 @@ impl Engine {
     /// A new, empty, migrated database.
     async fn fresh_db(&self) -> Db {
         let url = self.fresh_url().await;
-        let db = Db::connect(&url)
+        let ring = palisade_crypto::sealed::KeyRing::generate().expect("secrets key");
+        let db = Db::connect_with_secrets(&url, ring)
             .await
             .unwrap_or_else(|e| panic!("Db::connect({url}) failed: {e}"));
         assert_eq!(
@@ -109,6 +110,7 @@ async fn contract(engine: &Engine) {
     device_views(engine.fresh_db().await).await;
     telemetry_batches(engine.fresh_db().await).await;
     vulnerability_reports(engine.fresh_db().await).await;
+    privacy_tables(engine.fresh_db().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1486,4 +1488,84 @@ async fn vulnerability_reports(db: Db) {
     assert_eq!(stored.assignee, Some(staff.id));
     assert_eq!(stored.description, "line one\nline two");
     assert_eq!(db.reports(10).await.expect("list").len(), 1);
+}
+
+/// PRIV-1, PRIV-2: policy versions, acceptances and consents behave the same on both
+/// engines.
+async fn privacy_tables(db: Db) {
+    use palisade_hub::accounts::Actor;
+    use palisade_hub::privacy::{self, Change, Purpose};
+    let actor = Actor::cli();
+    let alice = add_user(&db, "alice", Role::Owner, Status::Active).await;
+    assert!(db.current_policy().await.expect("current").is_none());
+    assert_eq!(db.must_accept_policy(&alice).await.expect("must"), None);
+    let text = "# P\n\n## What data\n\nx\n\n## Why\n\nx\n\n## Who receives it\n\nno third parties\n\n## How long\n\nx\n\n## Your rights\n\nx\n\n## Contact\n\nx\n";
+    let v1 = privacy::publish(&db, &actor, text, Change::Substantive, "first", "https://h")
+        .await
+        .expect("publish v1");
+    assert_eq!((v1.version, v1.notified), (1, 1));
+    assert_eq!(db.must_accept_policy(&alice).await.expect("must"), Some(1));
+    let v2 = privacy::publish(
+        &db,
+        &actor,
+        &format!("{text}\nmore\n"),
+        Change::Minor,
+        "",
+        "https://h",
+    )
+    .await
+    .expect("publish v2");
+    assert_eq!((v2.version, v2.notified), (2, 0));
+    assert_eq!(
+        db.policy_version_to_accept().await.expect("to accept"),
+        Some(1)
+    );
+    assert!(
+        privacy::accept(&db, &actor, &alice, 3).await.is_err(),
+        "no such version"
+    );
+    privacy::accept(&db, &actor, &alice, 2)
+        .await
+        .expect("accept");
+    privacy::accept(&db, &actor, &alice, 2)
+        .await
+        .expect("accepting twice is harmless");
+    assert_eq!(db.must_accept_policy(&alice).await.expect("must"), None);
+    assert_eq!(
+        db.accepted_policy(&alice.id)
+            .await
+            .expect("accepted")
+            .map(|a| a.0),
+        Some(2)
+    );
+    assert_eq!(db.acceptance_count(2).await.expect("count"), 1);
+    let versions = db.policies().await.expect("versions");
+    assert_eq!(
+        versions.iter().map(|p| p.version).collect::<Vec<_>>(),
+        vec![2, 1]
+    );
+    assert_eq!(db.policy(1).await.expect("v1").expect("kept").body, text);
+
+    let off = db
+        .consent(&alice.id, Purpose::Marketing)
+        .await
+        .expect("consent");
+    assert!(!off.granted && off.changed_at.is_none(), "off by default");
+    privacy::set_consent(&db, &actor, &alice, Purpose::Marketing, true)
+        .await
+        .expect("give");
+    let on = db
+        .consent(&alice.id, Purpose::Marketing)
+        .await
+        .expect("consent");
+    assert!(on.granted && on.changed_at.is_some());
+    privacy::set_consent(&db, &actor, &alice, Purpose::Marketing, false)
+        .await
+        .expect("withdraw");
+    assert!(
+        !db.consent(&alice.id, Purpose::Marketing)
+            .await
+            .expect("consent")
+            .granted
+    );
 }

@@ -24,6 +24,8 @@ fn field(name: &str, unit: &str, purpose: &str) -> FieldSpec {
         kind: FieldKind::Number,
         unit: unit.into(),
         purpose: purpose.into(),
+        personal: false,
+        retention_days: None,
     }
 }
 

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod demo;
+mod privacy_cli;
 
 #[derive(Parser)]
 #[command(name = "palisade", version, about = "Palisade: a secure-by-default IoT hub", long_about = None)]
@@ -90,6 +91,16 @@ enum Command {
     Device {
         #[command(subcommand)]
         action: DeviceAction,
+    },
+    /// The privacy policy: publish a new version, check a draft
+    Privacy {
+        #[command(subcommand)]
+        action: privacy_cli::PrivacyAction,
+    },
+    /// The key that encrypts secrets in the database: rotate it
+    Secrets {
+        #[command(subcommand)]
+        action: privacy_cli::SecretsAction,
     },
 }
 
@@ -322,6 +333,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::User { action } => user(action).await,
         Command::Product { action } => product(action).await,
         Command::Device { action } => device(action).await,
+        Command::Privacy { action } => privacy_cli::privacy(action).await,
+        Command::Secrets { action } => privacy_cli::secrets(action).await,
     }
 }
 

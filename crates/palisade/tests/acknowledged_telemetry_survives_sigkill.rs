@@ -47,6 +47,8 @@ fn provision(config: &Config, dir: &Path) -> Device {
                 kind: FieldKind::Integer,
                 unit: String::new(),
                 purpose: "message number (test)".into(),
+                personal: false,
+                retention_days: None,
             }],
             created_at: 0,
         })

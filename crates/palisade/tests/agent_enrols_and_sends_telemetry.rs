@@ -18,6 +18,8 @@ fn field(name: &str) -> FieldSpec {
         kind: FieldKind::Number,
         unit: String::new(),
         purpose: format!("{name} shown to the owner"),
+        personal: false,
+        retention_days: None,
     }
 }
 

@@ -45,6 +45,8 @@ async fn agent_executes_a_command_once_and_refuses_its_replay() {
                 kind: FieldKind::Number,
                 unit: "W".into(),
                 purpose: "energy use shown to the owner".into(),
+                personal: false,
+                retention_days: None,
             }],
             created_at: 0,
         })

@@ -63,6 +63,8 @@ pub fn parse_field_spec(spec: &str) -> std::result::Result<FieldSpec, String> {
         kind,
         unit: unit.trim().to_owned(),
         purpose: purpose.trim().to_owned(),
+        personal: false,
+        retention_days: None,
     })
 }
 

@@ -28,6 +28,14 @@ pub struct FieldSpec {
     #[serde(default)]
     pub unit: String,
     pub purpose: String,
+    /// Whether the field is personal data (it can identify or describe a person or
+    /// their home), shown in the data inventory (DATA-1, PRIV-3).
+    #[serde(default)]
+    pub personal: bool,
+    /// How many days the hub keeps the field's readings; `None` means the hub's
+    /// telemetry default (`privacy::inventory::TELEMETRY_RETENTION_DAYS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
 }
 
 /// A product model: what devices of this kind are and may send.

@@ -35,6 +35,9 @@ pub enum Backend {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// The key ring that seals secrets at rest (STOR-3); `None` until one is loaded,
+    /// and then sealing or opening a secret fails closed.
+    pub(crate) secrets: Option<std::sync::Arc<palisade_crypto::sealed::KeyRing>>,
 }
 
 /// The current time in whole Unix seconds.
@@ -67,14 +70,30 @@ impl Db {
             }
             DatabaseLocation::Url(url) => url.clone(),
         };
-        let db = Self::connect(&url).await?;
+        let mut db = Self::connect(&url).await?;
         if config.database == DatabaseLocation::Embedded {
             crate::pki::restrict_file(&config.embedded_database_path())?;
         }
+        let ring = crate::secrets::load_or_create(config, &db).await?;
+        db.secrets = Some(std::sync::Arc::new(ring));
+        db.verify_and_seal_secrets().await?;
         Ok(db)
     }
 
-    /// Connect to a URL and migrate.
+    /// Connect to a URL and migrate, sealing secrets with `ring` (tests and tools; the
+    /// hub itself uses `open`, which loads the key file).
+    pub async fn connect_with_secrets(
+        url: &str,
+        ring: palisade_crypto::sealed::KeyRing,
+    ) -> Result<Db> {
+        let mut db = Self::connect(url).await?;
+        db.secrets = Some(std::sync::Arc::new(ring));
+        db.verify_and_seal_secrets().await?;
+        Ok(db)
+    }
+
+    /// Connect to a URL and migrate, without a secrets key: reading or writing a
+    /// sealed secret then fails closed.
     pub async fn connect(url: &str) -> Result<Db> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
@@ -100,7 +119,11 @@ impl Db {
             })
             .connect_with(options)
             .await?;
-        let db = Db { pool, backend };
+        let db = Db {
+            pool,
+            backend,
+            secrets: None,
+        };
         schema::migrate(&db).await?;
         Ok(db)
     }

@@ -13,10 +13,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "product models, claim codes, devices, telemetry", V2),
     (3, "commands to devices", V3),
     (6, "vulnerability reports and their messages", V6),
+    (7, "privacy policy versions, acceptances, consents", V7),
 ];
 
 /// The newest schema this binary understands.
-pub const LATEST_VERSION: i64 = 6;
+pub const LATEST_VERSION: i64 = 7;
 
 const V1: &str = r#"
 CREATE TABLE users (
@@ -196,6 +197,30 @@ CREATE TABLE report_messages (
     internal BIGINT NOT NULL,
     body TEXT NOT NULL,
     PRIMARY KEY (report_id, seq)
+);
+"#;
+
+const V7: &str = r#"
+CREATE TABLE privacy_policies (
+    version BIGINT PRIMARY KEY,
+    body TEXT NOT NULL,
+    substantive BIGINT NOT NULL,
+    summary TEXT NOT NULL,
+    published_at BIGINT NOT NULL,
+    published_by TEXT NOT NULL
+);
+CREATE TABLE policy_acceptances (
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    version BIGINT NOT NULL,
+    accepted_at BIGINT NOT NULL,
+    PRIMARY KEY (user_id, version)
+);
+CREATE TABLE consents (
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    purpose TEXT NOT NULL,
+    granted BIGINT NOT NULL,
+    changed_at BIGINT NOT NULL,
+    PRIMARY KEY (user_id, purpose)
 );
 "#;
 

@@ -120,17 +120,21 @@ macro_rules! user_columns {
     };
 }
 
-fn from_row(row: &AnyRow) -> Result<User> {
+fn from_row(db: &Db, row: &AnyRow) -> Result<User> {
     let role: String = row.try_get("role")?;
+    let id: String = row.try_get("id")?;
+    // TOTP secrets are sealed at rest (STOR-3), bound to the account they belong to.
+    let context = totp_context(&id);
+    let open = |v: Option<String>| v.map(|v| db.open_secret(&context, &v)).transpose();
     Ok(User {
-        id: UserId::from_db(row.try_get("id")?),
+        totp_secret: open(row.try_get("totp_secret")?)?,
+        totp_pending: open(row.try_get("totp_pending")?)?,
+        id: UserId::from_db(id),
         username: Username::from_db(row.try_get("username")?),
         email: Email::from_db(row.try_get("email")?),
         role: Role::parse(&role).unwrap_or(Role::Owner),
         status: Status::parse(&row.try_get::<String, _>("status")?),
         password_hash: row.try_get("password_hash")?,
-        totp_secret: row.try_get("totp_secret")?,
-        totp_pending: row.try_get("totp_pending")?,
         totp_last_step: row.try_get("totp_last_step")?,
         failed_logins: row.try_get("failed_logins")?,
         locked_until: row.try_get("locked_until")?,
@@ -147,6 +151,12 @@ pub struct NewUser<'a> {
     pub role: Role,
     pub status: Status,
     pub password_hash: Option<&'a str>,
+}
+
+/// The associated data that binds a sealed TOTP secret to its account. The pending and
+/// the active secret share it: activation moves the sealed value between the columns.
+pub(crate) fn totp_context(user_id: &str) -> String {
+    format!("users.totp:{user_id}")
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -190,7 +200,7 @@ impl Db {
                 .fetch_one(self.pool())
                 .await,
         )?
-        .map(|r| from_row(&r))
+        .map(|r| from_row(self, &r))
         .transpose()
     }
 
@@ -206,7 +216,7 @@ impl Db {
                 .fetch_one(self.pool())
                 .await,
         )?
-        .map(|r| from_row(&r))
+        .map(|r| from_row(self, &r))
         .transpose()
     }
 
@@ -218,7 +228,7 @@ impl Db {
                 .fetch_one(self.pool())
                 .await,
         )?
-        .map(|r| from_row(&r))
+        .map(|r| from_row(self, &r))
         .transpose()
     }
 
@@ -232,7 +242,7 @@ impl Db {
             .fetch_all(self.pool())
             .await?
             .iter()
-            .map(from_row)
+            .map(|r| from_row(self, r))
             .collect()
     }
 
@@ -284,8 +294,11 @@ impl Db {
 
     /// Store (or clear) a TOTP secret being enrolled, not yet confirmed.
     pub async fn set_totp_pending(&self, id: &UserId, secret: Option<&str>) -> Result<()> {
+        let sealed = secret
+            .map(|s| self.seal_secret(&totp_context(id.as_str()), s))
+            .transpose()?;
         sqlx::query("UPDATE users SET totp_pending = $1 WHERE id = $2")
-            .bind(secret)
+            .bind(sealed)
             .bind(id.as_str())
             .execute(self.pool())
             .await?;

@@ -67,7 +67,7 @@ impl Principal {
 
 /// Route middleware: refuse the request unless the principal satisfies the route's access.
 pub async fn require(
-    State((_, access)): State<(AppState, Access)>,
+    State((state, access)): State<(AppState, Access)>,
     request: Request,
     next: Next,
 ) -> Result<Response, WebError> {
@@ -89,6 +89,17 @@ pub async fn require(
             Some(p) if p.is_full() => WebError::Forbidden,
             _ => WebError::Unauthorized,
         });
+    }
+    // An owner who has not accepted a substantive policy change sees the policy before
+    // any other console page (PRIV-1). API tokens are not stopped: a script cannot read.
+    if let Some(p) = principal
+        && p.session().is_some()
+        && matches!(access, Access::Signed | Access::Staff | Access::Admin)
+        && !request.uri().path().starts_with("/privacy")
+        && !request.uri().path().starts_with("/api/")
+        && state.db.must_accept_policy(&p.user).await?.is_some()
+    {
+        return Ok(super::console::redirect("/privacy/accept"));
     }
     Ok(next.run(request).await)
 }

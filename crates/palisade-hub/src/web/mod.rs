@@ -11,6 +11,7 @@ pub mod error;
 pub mod middleware;
 pub mod pages;
 pub mod reports_api;
+pub mod privacy;
 
 use crate::auth::Auth;
 use crate::config::Config;
@@ -276,6 +277,34 @@ fn routes(state: AppState) -> Routes {
             "/api/v1/reports/{id}/messages",
             Staff,
             post(reports_api::message),
+        .add("GET", "/privacy", Public, get(privacy::policy))
+        .add("GET", "/privacy/data", Public, get(privacy::data))
+        .add("GET", "/privacy/history", Public, get(privacy::history))
+        .add(
+            "GET",
+            "/privacy/versions/{version}",
+            Public,
+            get(privacy::version),
+        )
+        .add("GET", "/privacy/accept", Signed, get(privacy::accept_form))
+        .add(
+            "POST",
+            "/privacy/accept",
+            Signed,
+            post(privacy::accept_submit),
+        )
+        .add("GET", "/privacy/publish", Admin, get(privacy::publish_form))
+        .add(
+            "POST",
+            "/privacy/publish",
+            Admin,
+            post(privacy::publish_submit),
+        )
+        .add(
+            "POST",
+            "/account/marketing",
+            Signed,
+            post(privacy::set_marketing),
         )
         // The claim code in the body is the credential (AUTH-2); see `middleware::csrf`.
         .add("POST", devices::ENROL_PATH, Public, post(devices::enroll))

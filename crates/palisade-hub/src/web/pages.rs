@@ -195,6 +195,11 @@ pub struct AccountPage {
     pub sessions: Vec<(String, String, String, String)>,
     pub tokens: Vec<TokenRow>,
     pub new_token: Option<String>,
+    /// Marketing e-mail consent (PRIV-2) and when it was last changed.
+    pub marketing: bool,
+    pub marketing_changed: String,
+    /// The policy version accepted, and when ("" if none).
+    pub policy_accepted: String,
 }
 
 /// A row of the users table.

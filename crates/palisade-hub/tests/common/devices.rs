@@ -25,6 +25,8 @@ pub fn test_fields() -> Vec<FieldSpec> {
         kind,
         unit: unit.into(),
         purpose: "test telemetry".into(),
+        personal: false,
+        retention_days: None,
     };
     vec![
         field("temperature", FieldKind::Number, "°C"),

@@ -326,3 +326,37 @@ impl Browser {
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
+
+/// Invite an account with `role` as the signed-in administrator `admin`, accept the
+/// invitation from the e-mail, and return the new account's signed-in browser.
+pub async fn invite_user(
+    hub: &TestHub,
+    admin: &mut Browser,
+    username: &str,
+    role: &str,
+) -> Browser {
+    admin.get("/users").await;
+    let email = format!("{username}@example.org");
+    let page = admin
+        .post_form(
+            "/users/invite",
+            &[("username", username), ("email", &email), ("role", role)],
+        )
+        .await;
+    assert!(page.body.contains("Invitation sent"), "{}", page.body);
+    let mail = hub.wait_for_mail(&email, "/invite?token=").await;
+    let token = link_token(&mail, "/invite");
+    let mut b = hub.browser();
+    b.get(&format!("/invite?token={token}")).await;
+    let page = b
+        .post_form(
+            "/invite",
+            &[
+                ("token", &token),
+                ("password", "juniper cobalt harbour violin"),
+            ],
+        )
+        .await;
+    assert_eq!(page.location(), "/", "{}", page.body);
+    b
+}

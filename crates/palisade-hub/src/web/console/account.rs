@@ -214,6 +214,17 @@ async fn account_page(
                 .map_or_else(|| "never".into(), pages::fmt_time),
         })
         .collect();
+    let marketing = state
+        .db
+        .consent(&user.id, crate::privacy::Purpose::Marketing)
+        .await?;
+    let policy_accepted = state
+        .db
+        .accepted_policy(&user.id)
+        .await?
+        .map_or_else(String::new, |(v, at)| {
+            format!("version {v} on {}", pages::fmt_time(at))
+        });
     pages::render(AccountPage {
         c,
         username: user.username.to_string(),
@@ -230,6 +241,11 @@ async fn account_page(
         sessions,
         tokens,
         new_token,
+        marketing: marketing.granted,
+        marketing_changed: marketing
+            .changed_at
+            .map_or_else(|| "never changed; off by default".into(), pages::fmt_time),
+        policy_accepted,
     })
 }
 

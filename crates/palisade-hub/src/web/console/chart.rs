@@ -147,6 +147,8 @@ mod tests {
             kind,
             unit: String::new(),
             purpose: "test".into(),
+            personal: false,
+            retention_days: None,
         }
     }
 

@@ -101,6 +101,9 @@ pub async fn home(State(state): State<AppState>, ctx: Ctx) -> Result<Response, W
         }
         return Ok(redirect("/login"));
     };
+    if state.db.must_accept_policy(&p.user).await?.is_some() {
+        return Ok(redirect("/privacy/accept"));
+    }
     pages::render(HomePage {
         c: ctx.chrome(&state, &format!("{} console", state.config.product_name)),
         username: p.user.username.to_string(),
