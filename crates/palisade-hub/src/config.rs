@@ -44,6 +44,12 @@ pub struct Limits {
     pub mqtt_inflight: usize,
     /// Telemetry messages stored per transaction (group commit).
     pub telemetry_batch_max: usize,
+    /// Lifetime of a device certificate, in seconds (default 30 days, AUTH-10); agents
+    /// renew with a third of it left, and the hub accepts a renewal once half has passed.
+    pub device_cert_lifetime_secs: i64,
+    /// Longest MQTT session expiry a device may ask for, in seconds (v3.1.1 persistent
+    /// sessions get exactly this); 0 turns persistent sessions off.
+    pub mqtt_session_expiry_max_secs: u64,
 }
 
 impl Default for Limits {
@@ -65,6 +71,8 @@ impl Default for Limits {
             mqtt_topics_per_subscribe: 8,
             mqtt_inflight: 32,
             telemetry_batch_max: 512,
+            device_cert_lifetime_secs: 30 * 86_400,
+            mqtt_session_expiry_max_secs: 7 * 86_400,
         }
     }
 }
@@ -655,6 +663,14 @@ fn check_limits(l: &Limits, problems: &mut Vec<Problem>) {
     bad(
         (1..=100_000).contains(&l.telemetry_batch_max),
         "telemetry_batch_max must be between 1 and 100000",
+    );
+    bad(
+        (60..=397 * 86_400).contains(&l.device_cert_lifetime_secs),
+        "device_cert_lifetime_secs must be between 60 and 34300800 (397 days)",
+    );
+    bad(
+        l.mqtt_session_expiry_max_secs <= 30 * 86_400,
+        "mqtt_session_expiry_max_secs must be at most 2592000 (30 days)",
     );
     bad(
         (1..=24 * 30).contains(&l.session_absolute_hours),

@@ -295,12 +295,13 @@ impl Db {
         .transpose()
     }
 
-    /// The device whose current certificate has this SHA-256.
+    /// The device whose current certificate has this SHA-256, or whose previous one
+    /// does while a renewed certificate has not been used yet.
     pub async fn device_by_certificate(&self, cert_sha256: &str) -> Result<Option<Device>> {
         let q = concat!(
             "SELECT ",
             device_columns!(),
-            " FROM devices WHERE cert_sha256 = $1"
+            " FROM devices WHERE cert_sha256 = $1 OR previous_cert_sha256 = $1"
         );
         optional(
             sqlx::query(q)
