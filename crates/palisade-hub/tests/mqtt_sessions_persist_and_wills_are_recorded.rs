@@ -228,7 +228,7 @@ async fn res1_persistent_sessions_keep_subscriptions_and_redeliver_unacknowledge
         db.mqtt_session(&device.id, 0)
             .await
             .expect("session")
-            .is_none_or(|s| s.len() <= palisade_hub::db::mqtt_sessions::MAX_SESSION_SUBSCRIPTIONS)
+            .is_none_or(|s| s.0.len() <= palisade_hub::db::mqtt_sessions::MAX_SESSION_SUBSCRIPTIONS)
     );
     hub.hub.shutdown().await;
 }

@@ -14,14 +14,19 @@ pub const MAX_SESSION_SUBSCRIPTIONS: usize = 32;
 const MAX_FILTER_BYTES: usize = 256;
 
 impl Db {
-    /// The subscriptions (filter, QoS) of the device's unexpired stored session, or
-    /// `None` when it has none.
-    pub async fn mqtt_session(&self, device: &DeviceId, now: i64) -> Result<Option<Vec<(String, u8)>>> {
+    /// The subscriptions (filter, QoS) and expiry of the device's stored session
+    /// expiring after `after`, or `None` when it has none.
+    #[allow(clippy::type_complexity)]
+    pub async fn mqtt_session(
+        &self,
+        device: &DeviceId,
+        after: i64,
+    ) -> Result<Option<(Vec<(String, u8)>, i64)>> {
         let row = sqlx::query(
-            "SELECT subscriptions FROM mqtt_sessions WHERE device_id = $1 AND expires_at > $2",
+            "SELECT subscriptions, expires_at FROM mqtt_sessions WHERE device_id = $1 AND expires_at > $2",
         )
         .bind(device.as_str())
-        .bind(now)
+        .bind(after)
         .fetch_optional(self.pool())
         .await?;
         let Some(row) = row else {
@@ -31,7 +36,7 @@ impl Db {
         let mut subs: Vec<(String, u8)> = serde_json::from_str(&text).unwrap_or_default();
         subs.truncate(MAX_SESSION_SUBSCRIPTIONS);
         subs.retain(|(f, q)| f.len() <= MAX_FILTER_BYTES && *q <= 1);
-        Ok(Some(subs))
+        Ok(Some((subs, row.try_get("expires_at")?)))
     }
 
     /// Store (or replace) the device's session, bounded to

@@ -108,6 +108,14 @@ impl Fleet {
         self.lock().get(device).is_some_and(|c| c.id == id)
     }
 
+    /// Whether the device's live connection holds a subscription covering its
+    /// commands topic.
+    pub fn is_listening(&self, device: &DeviceId) -> bool {
+        self.lock()
+            .get(device)
+            .is_some_and(|c| c.listening.load(Ordering::Acquire))
+    }
+
     pub fn is_connected(&self, device: &DeviceId) -> bool {
         self.lock().contains_key(device)
     }

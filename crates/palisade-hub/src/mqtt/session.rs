@@ -34,10 +34,9 @@
 //!   for that command: a bounded JSON object whose seq must be one of this device's
 //!   commands; the first result is stored before the PUBACK, and a later "rejected"
 //!   for a command already answered (a replay the agent refused) is audited. Other
-//!   events and state (`…/state`) are authorised and acknowledged; of a state report only
-//!   the reported version is stored (SUP-3), of events only command results.
-//!   Other events must be valid and are stored ([`super::events`], the one place for
-//!   device events).
+//!   events must be valid and are stored before the PUBACK ([`super::events`], the one
+//!   place for device events); invalid ones are refused. Of a state report (`…/state`)
+//!   only the reported version is stored (SUP-3).
 //! - Persistent sessions: v3.1.1 clean_session=0 (kept `mqtt_session_expiry_max_secs`)
 //!   or v5 clean_start=0 with a Session Expiry Interval (capped at that): the
 //!   subscriptions are stored (`mqtt_sessions`), restored on the next connection with
@@ -402,19 +401,26 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     // again now that this connection is registered closes the gap since `admit`: a
     // revocation either finds this connection registered, or is visible here.
     let still = match shared.db.device_by_certificate(&fingerprint).await {
-        Ok(Some(d)) if d.id == device && d.status == DeviceStatus::Active => Ok(()),
+        // Connected with the current certificate while a renewal left the previous
+        // one accepted: retire it (below, once CONNACK is decided).
+        Ok(Some(d)) if d.id == device && d.status == DeviceStatus::Active => {
+            Ok(d.previous_cert_sha256.is_some() && d.cert_sha256 == fingerprint)
+        }
         Ok(_) => Err(ConnectRefusal::NotAuthorized),
         Err(e) => {
             tracing::warn!(%device, "device lookup failed: {e}");
             Err(ConnectRefusal::ServerUnavailable)
         }
     };
-    if let Err(why) = still {
-        refuse_connect(&mut io, why);
-        io.finish().await;
-        shared.fleet.unregister(&device, registration);
-        return;
-    }
+    let retire_previous = match still {
+        Ok(retire) => retire,
+        Err(why) => {
+            refuse_connect(&mut io, why);
+            io.finish().await;
+            shared.fleet.unregister(&device, registration);
+            return;
+        }
+    };
     if let Err(e) = shared.db.touch_device(&device).await {
         tracing::warn!(%device, "could not record last seen: {e}");
     }
@@ -428,10 +434,12 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     } else {
         max_expiry
     };
-    let restored = if info.clean {
-        shared.db.delete_mqtt_session(&device).await.map(|()| None)
-    } else {
-        shared.db.mqtt_session(&device, crate::db::now()).await
+    // A read (cheap) first: a clean connection deletes only a session that exists.
+    let restored = match shared.db.mqtt_session(&device, i64::MIN).await {
+        Ok(Some(_)) if info.clean => shared.db.delete_mqtt_session(&device).await.map(|()| None),
+        Ok(Some(s)) if s.1 > crate::db::now() => Ok(Some(s.0)),
+        Ok(_) => Ok(None),
+        Err(e) => Err(e),
     };
     let restored = match restored {
         Ok(r) => r,
@@ -444,6 +452,8 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let session_present = restored.is_some();
+    // An expired row is replaced or deleted at the end like a live one.
+    let stored = restored.is_some();
     accept_connect(
         &mut io,
         &info,
@@ -454,14 +464,16 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     );
     tracing::debug!(%device, %peer, v5 = io.is_v5(), session_present, "device connected");
     // First use of a renewed certificate: the one it replaced is no longer accepted.
-    match shared
-        .db
-        .retire_previous_certificate(&device, &fingerprint)
-        .await
-    {
-        Ok(true) => tracing::info!(%device, "renewed certificate in use; the previous one is retired"),
-        Ok(false) => {}
-        Err(e) => tracing::warn!(%device, "could not retire the previous certificate: {e}"),
+    if retire_previous {
+        match shared
+            .db
+            .retire_previous_certificate(&device, &fingerprint)
+            .await
+        {
+            Ok(true) => tracing::info!(%device, "renewed certificate in use; the previous one is retired"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%device, "could not retire the previous certificate: {e}"),
+        }
     }
 
     let mut session = Live {
@@ -504,6 +516,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         hub_stopping: false,
         renewal_refusal_audited: false,
         registration,
+        stored,
     };
     if session.commands_qos().is_some() {
         // A restored subscription covers the commands: send what is pending.
@@ -739,6 +752,9 @@ struct Live<'a, S> {
     renewal_refusal_audited: bool,
     /// This connection's number in the fleet registry.
     registration: u64,
+    /// A row for this session may exist in `mqtt_sessions` (restored or saved), so a
+    /// session that ends with the connection must delete it.
+    stored: bool,
 }
 
 /// The commit result of the oldest pending message (never resolves if it has none).
@@ -1566,6 +1582,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
         {
             tracing::warn!(device = %self.device, "could not store the MQTT session: {e}");
         }
+        self.stored = true;
     }
 
     /// The connection has ended: record the will if it ended ungracefully, and keep
@@ -1597,7 +1614,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
             // by revocation: leave the stored session alone.
         } else if self.session_expiry > 0 {
             self.save_session().await;
-        } else if let Err(e) = self.shared.db.delete_mqtt_session(&self.device).await {
+        } else if self.stored
+            && let Err(e) = self.shared.db.delete_mqtt_session(&self.device).await
+        {
             tracing::warn!(device = %self.device, "could not delete the MQTT session: {e}");
         }
     }
