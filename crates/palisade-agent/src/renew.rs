@@ -113,8 +113,8 @@ pub fn recover(state: &StateDir) -> Result<bool> {
 fn apply(state: &StateDir) -> Result<AgentConfig> {
     let path = state.path(RENEWAL_FILE);
     let bytes = fsutil::read_bounded(&path, MAX_RENEWAL_BYTES)?;
-    let renewal: Renewal =
-        serde_json::from_slice(&bytes).map_err(|e| Error::json(format!("parse {}", path.display()), e))?;
+    let renewal: Renewal = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::json(format!("parse {}", path.display()), e))?;
     let key = state.path(KEY_FILE);
     let old = state.path(OLD_KEY_FILE);
     if key.exists() && !old.exists() {
@@ -184,8 +184,14 @@ mod tests {
         .expect("commit");
         std::fs::hard_link(state.path(KEY_FILE), state.path(OLD_KEY_FILE)).expect("link");
         assert!(recover(&state).expect("recover"));
-        assert_eq!(std::fs::read_to_string(state.path(KEY_FILE)).expect("key"), "new key");
-        assert_eq!(std::fs::read_to_string(state.path(CERT_FILE)).expect("cert"), "new cert");
+        assert_eq!(
+            std::fs::read_to_string(state.path(KEY_FILE)).expect("key"),
+            "new key"
+        );
+        assert_eq!(
+            std::fs::read_to_string(state.path(CERT_FILE)).expect("cert"),
+            "new cert"
+        );
         assert_eq!(state.load_config().expect("config").not_after, 900);
         assert!(!state.path(OLD_KEY_FILE).exists());
         assert!(!state.path(RENEWAL_FILE).exists());

@@ -283,10 +283,11 @@ impl Agent {
         if let Some(pending) = &self.renewal {
             return pending.asked + self.limits.renew_answer_timeout;
         }
-        let due_in = renew::due_at(&self.config, self.limits.renew_remaining_percent)
-            - crate::unix_now();
+        let due_in =
+            renew::due_at(&self.config, self.limits.renew_remaining_percent) - crate::unix_now();
         let due = now
-            + Duration::from_secs(u64::try_from(due_in).unwrap_or(0)).min(Duration::from_secs(3600));
+            + Duration::from_secs(u64::try_from(due_in).unwrap_or(0))
+                .min(Duration::from_secs(3600));
         due.max(self.renew_not_before)
     }
 
@@ -307,14 +308,17 @@ impl Agent {
             return Ok(());
         }
         if now < self.renew_not_before
-            || crate::unix_now()
-                < renew::due_at(&self.config, self.limits.renew_remaining_percent)
+            || crate::unix_now() < renew::due_at(&self.config, self.limits.renew_remaining_percent)
         {
             return Ok(());
         }
         let (key_pem, csr_pem) = crate::enroll::generate_key_and_csr()?;
         match session
-            .publish(&self.target.topic("certificate/csr"), csr_pem.as_bytes(), &[])
+            .publish(
+                &self.target.topic("certificate/csr"),
+                csr_pem.as_bytes(),
+                &[],
+            )
             .await?
         {
             Ok(packet_id) => {

@@ -36,7 +36,10 @@ async fn contract(db: Db) {
     })
     .await
     .expect("product");
-    let codes = db.create_claim_codes(&product, 2, 3600).await.expect("codes");
+    let codes = db
+        .create_claim_codes(&product, 2, 3600)
+        .await
+        .expect("codes");
     let (a, b) = (DeviceId::generate(), DeviceId::generate());
     let t0 = now();
     let (a1, a2, a3) = ("a".repeat(64), "c".repeat(64), "d".repeat(64));
@@ -54,7 +57,10 @@ async fn contract(db: Db) {
         db.renewal_allowed(&a, &a1, t0).await.expect("db"),
         Err(RenewalRefusal::TooEarly { .. })
     ));
-    assert_eq!(db.renewal_allowed(&a, &a1, t0 + 600).await.expect("db"), Ok(()));
+    assert_eq!(
+        db.renewal_allowed(&a, &a1, t0 + 600).await.expect("db"),
+        Ok(())
+    );
     // Another device's certificate is no use.
     assert_eq!(
         db.renewal_allowed(&b, &a1, t0 + 600).await.expect("db"),
@@ -72,7 +78,11 @@ async fn contract(db: Db) {
             .await
             .expect("db")
     );
-    let by_old = db.device_by_certificate(&a1).await.expect("db").expect("old");
+    let by_old = db
+        .device_by_certificate(&a1)
+        .await
+        .expect("db")
+        .expect("old");
     assert_eq!(by_old.id, a);
     assert_eq!(by_old.previous_cert_sha256.as_deref(), Some(a1.as_str()));
     assert_eq!(by_old.cert_sha256, a2);
@@ -84,7 +94,9 @@ async fn contract(db: Db) {
         Err(RenewalRefusal::TooOften)
     );
     assert_eq!(
-        db.renewal_allowed(&a, &a1, t0 + REISSUE_AFTER_SECS).await.expect("db"),
+        db.renewal_allowed(&a, &a1, t0 + REISSUE_AFTER_SECS)
+            .await
+            .expect("db"),
         Ok(())
     );
     assert!(
@@ -99,7 +111,11 @@ async fn contract(db: Db) {
     assert!(db.device_by_certificate(&a1).await.expect("db").is_none());
     assert!(!db.retire_previous_certificate(&a, &a3).await.expect("db"));
     // A revoked device cannot renew.
-    assert!(db.set_device_status(&b, DeviceStatus::Revoked).await.expect("db"));
+    assert!(
+        db.set_device_status(&b, DeviceStatus::Revoked)
+            .await
+            .expect("db")
+    );
     let b1 = "b".repeat(64);
     assert_eq!(
         db.renewal_allowed(&b, &b1, t0 + 900).await.expect("db"),
@@ -113,15 +129,29 @@ async fn contract(db: Db) {
 
     // Sessions: upsert, expiry, sweep.
     let subs = vec![(format!("devices/{a}/commands"), 1u8)];
-    db.save_mqtt_session(&a, &subs, t0 + 100).await.expect("save");
+    db.save_mqtt_session(&a, &subs, t0 + 100)
+        .await
+        .expect("save");
     let more = vec![(format!("devices/{a}/#"), 0u8); 40];
-    db.save_mqtt_session(&a, &more, t0 + 200).await.expect("replace");
+    db.save_mqtt_session(&a, &more, t0 + 200)
+        .await
+        .expect("replace");
     let (stored, expires) = db.mqtt_session(&a, t0).await.expect("db").expect("session");
     assert_eq!(expires, t0 + 200);
     assert_eq!(stored.len(), 32, "bounded");
-    assert!(db.mqtt_session(&a, t0 + 200).await.expect("db").is_none(), "expired");
-    db.save_mqtt_session(&b, &subs, t0 + 50).await.expect("save");
-    assert_eq!(db.delete_expired_mqtt_sessions(t0 + 100).await.expect("sweep"), 1);
+    assert!(
+        db.mqtt_session(&a, t0 + 200).await.expect("db").is_none(),
+        "expired"
+    );
+    db.save_mqtt_session(&b, &subs, t0 + 50)
+        .await
+        .expect("save");
+    assert_eq!(
+        db.delete_expired_mqtt_sessions(t0 + 100)
+            .await
+            .expect("sweep"),
+        1
+    );
     db.delete_mqtt_session(&a).await.expect("delete");
     assert!(db.mqtt_session(&a, 0).await.expect("db").is_none());
 
@@ -131,9 +161,15 @@ async fn contract(db: Db) {
         .expect("event");
     let extra = 5;
     for i in 0..MAX_EVENTS_PER_DEVICE + extra {
-        db.insert_device_event(&a, 1000 + i, "tick", EventSource::Device, &format!(r#"{{"event":"tick","i":{i}}}"#))
-            .await
-            .expect("event");
+        db.insert_device_event(
+            &a,
+            1000 + i,
+            "tick",
+            EventSource::Device,
+            &format!(r#"{{"event":"tick","i":{i}}}"#),
+        )
+        .await
+        .expect("event");
     }
     let events = db.device_events(&a, 1000).await.expect("events");
     assert_eq!(events.len() as i64, MAX_EVENTS_PER_DEVICE);

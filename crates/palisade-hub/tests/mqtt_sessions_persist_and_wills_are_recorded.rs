@@ -23,7 +23,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
 fn str16(s: &str) -> Vec<u8> {
-    let mut out = u16::try_from(s.len()).expect("short").to_be_bytes().to_vec();
+    let mut out = u16::try_from(s.len())
+        .expect("short")
+        .to_be_bytes()
+        .to_vec();
     out.extend_from_slice(s.as_bytes());
     out
 }
@@ -131,8 +134,15 @@ async fn gone(hub: &TestHub, device: &TestDevice) {
     );
 }
 
-async fn events(hub: &TestHub, device: &TestDevice) -> Vec<palisade_hub::db::device_events::DeviceEvent> {
-    hub.hub.db.device_events(&device.id, 100).await.expect("events")
+async fn events(
+    hub: &TestHub,
+    device: &TestDevice,
+) -> Vec<palisade_hub::db::device_events::DeviceEvent> {
+    hub.hub
+        .db
+        .device_events(&device.id, 100)
+        .await
+        .expect("events")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,7 +178,11 @@ async fn res1_persistent_sessions_keep_subscriptions_and_redeliver_unacknowledge
     drop(tls);
     gone(&hub, &device).await;
     assert_eq!(
-        db.command(&device.id, command.seq).await.expect("c").expect("c").status,
+        db.command(&device.id, command.seq)
+            .await
+            .expect("c")
+            .expect("c")
+            .status,
         CommandStatus::Pending,
         "not acknowledged, so not delivered"
     );
@@ -243,16 +257,37 @@ async fn acc2_wills_only_on_own_topics_and_recorded_on_ungraceful_disconnect() {
     let offline = r#"{"status":"offline"}"#;
 
     // The attack: a will on another device's topic is refused, on both versions.
-    let (_, _, rc) = open(&hub, &device, &connect(false, true, Some((&other.topic("state"), offline)), None)).await;
+    let (_, _, rc) = open(
+        &hub,
+        &device,
+        &connect(false, true, Some((&other.topic("state"), offline)), None),
+    )
+    .await;
     assert_eq!(rc, 5, "3.1.1: not authorised");
-    let (_, _, rc) = open(&hub, &device, &connect(true, true, Some((&other.topic("state"), offline)), None)).await;
+    let (_, _, rc) = open(
+        &hub,
+        &device,
+        &connect(true, true, Some((&other.topic("state"), offline)), None),
+    )
+    .await;
     assert_eq!(rc, 0x87, "v5: not authorised");
     // mosquitto_pub with such a will cannot connect either.
     let mut args = device.args(hub.mqtt_port());
     args.extend(
-        ["-V", "mqttv311", "--will-topic", &other.topic("state"), "--will-payload", offline, "-t", &device.topic("telemetry"), "-m", r#"{"temperature": 1}"#]
-            .iter()
-            .map(|s| s.to_string()),
+        [
+            "-V",
+            "mqttv311",
+            "--will-topic",
+            &other.topic("state"),
+            "--will-payload",
+            offline,
+            "-t",
+            &device.topic("telemetry"),
+            "-m",
+            r#"{"temperature": 1}"#,
+        ]
+        .iter()
+        .map(|s| s.to_string()),
     );
     let refused = common::devices::run("mosquitto_pub", &args, None, Duration::from_secs(20)).await;
     assert!(!refused.success(), "{}", refused.text());
@@ -262,29 +297,62 @@ async fn acc2_wills_only_on_own_topics_and_recorded_on_ungraceful_disconnect() {
     // A normal DISCONNECT discards the will (mosquitto_pub ends with DISCONNECT).
     let mut args = device.args(hub.mqtt_port());
     args.extend(
-        ["-V", "mqttv5", "--will-topic", &own, "--will-payload", offline, "-t", &device.topic("telemetry"), "-m", r#"{"temperature": 1}"#, "-q", "1"]
-            .iter()
-            .map(|s| s.to_string()),
+        [
+            "-V",
+            "mqttv5",
+            "--will-topic",
+            &own,
+            "--will-payload",
+            offline,
+            "-t",
+            &device.topic("telemetry"),
+            "-m",
+            r#"{"temperature": 1}"#,
+            "-q",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
     );
-    let graceful = common::devices::run("mosquitto_pub", &args, None, Duration::from_secs(20)).await;
+    let graceful =
+        common::devices::run("mosquitto_pub", &args, None, Duration::from_secs(20)).await;
     assert!(graceful.success(), "{}", graceful.text());
     gone(&hub, &device).await;
-    let (tls, _, rc) = open(&hub, &device, &connect(false, true, Some((&own, offline)), None)).await;
+    let (tls, _, rc) = open(
+        &hub,
+        &device,
+        &connect(false, true, Some((&own, offline)), None),
+    )
+    .await;
     assert_eq!(rc, 0);
     let mut tls = tls;
     tls.write_all(&[0xe0, 0]).await.expect("DISCONNECT");
     drop(tls);
     gone(&hub, &device).await;
-    assert!(events(&hub, &device).await.is_empty(), "no will after DISCONNECT");
+    assert!(
+        events(&hub, &device).await.is_empty(),
+        "no will after DISCONNECT"
+    );
 
     // The socket drops without DISCONNECT: the will is recorded as a device event.
-    let (tls, _, rc) = open(&hub, &device, &connect(false, true, Some((&own, offline)), None)).await;
+    let (tls, _, rc) = open(
+        &hub,
+        &device,
+        &connect(false, true, Some((&own, offline)), None),
+    )
+    .await;
     assert_eq!(rc, 0);
     drop(tls);
     gone(&hub, &device).await;
     let id = device.id.clone();
     assert!(
-        eventually(async || hub.hub.db.device_events(&id, 10).await.is_ok_and(|e| e.len() == 1)).await
+        eventually(async || hub
+            .hub
+            .db
+            .device_events(&id, 10)
+            .await
+            .is_ok_and(|e| e.len() == 1))
+        .await
     );
     let stored = events(&hub, &device).await;
     assert_eq!(stored[0].name, "will");
@@ -293,13 +361,26 @@ async fn acc2_wills_only_on_own_topics_and_recorded_on_ungraceful_disconnect() {
     assert_eq!(stored[0].payload["payload"]["status"], "offline");
 
     // v5 DISCONNECT with reason 0x04 asks for the will: recorded too.
-    let (mut tls, _, rc) = open(&hub, &device, &connect(true, true, Some((&own, offline)), None)).await;
+    let (mut tls, _, rc) = open(
+        &hub,
+        &device,
+        &connect(true, true, Some((&own, offline)), None),
+    )
+    .await;
     assert_eq!(rc, 0);
-    tls.write_all(&[0xe0, 1, 0x04]).await.expect("DISCONNECT 0x04");
+    tls.write_all(&[0xe0, 1, 0x04])
+        .await
+        .expect("DISCONNECT 0x04");
     drop(tls);
     gone(&hub, &device).await;
     assert!(
-        eventually(async || hub.hub.db.device_events(&id, 10).await.is_ok_and(|e| e.len() == 2)).await
+        eventually(async || hub
+            .hub
+            .db
+            .device_events(&id, 10)
+            .await
+            .is_ok_and(|e| e.len() == 2))
+        .await
     );
     hub.hub.shutdown().await;
 }
@@ -311,7 +392,15 @@ async fn input1_device_events_are_validated_stored_and_listed_to_staff_and_owner
     let device = hub.enroll_device(&product).await;
     let topic = device.topic("events");
 
-    let good = publish(&hub, &device, "mqttv5", 1, &topic, r#"{"event":"door.open","zone":3}"#).await;
+    let good = publish(
+        &hub,
+        &device,
+        "mqttv5",
+        1,
+        &topic,
+        r#"{"event":"door.open","zone":3}"#,
+    )
+    .await;
     assert!(good.stdout.contains("RC:0)"), "{}", good.text());
     for bad in [
         r#"{"zone":3}"#,
@@ -321,7 +410,11 @@ async fn input1_device_events_are_validated_stored_and_listed_to_staff_and_owner
         &format!(r#"{{"event":"x","pad":"{}"}}"#, "a".repeat(5000)),
     ] {
         let refused = publish(&hub, &device, "mqttv5", 1, &topic, bad).await;
-        assert!(refused.stdout.contains("RC:153)"), "{bad}: {}", refused.text());
+        assert!(
+            refused.stdout.contains("RC:153)"),
+            "{bad}: {}",
+            refused.text()
+        );
     }
     let stored = events(&hub, &device).await;
     assert_eq!(stored.len(), 1);
@@ -338,6 +431,9 @@ async fn input1_device_events_are_validated_stored_and_listed_to_staff_and_owner
     assert_eq!(listed[0]["source"], "device");
     assert_eq!(hub.browser().get(&path).await.status, 401);
     let detail = admin.get(&format!("/devices/{}", device.id)).await;
-    assert!(detail.body.contains("door.open"), "the console lists events");
+    assert!(
+        detail.body.contains("door.open"),
+        "the console lists events"
+    );
     hub.hub.shutdown().await;
 }

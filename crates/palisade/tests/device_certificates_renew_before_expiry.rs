@@ -58,7 +58,10 @@ async fn auth10_the_agent_renews_with_a_new_key_and_the_old_one_is_gone() {
     })
     .await
     .expect("product");
-    let codes = db.create_claim_codes(&product, 2, 3600).await.expect("codes");
+    let codes = db
+        .create_claim_codes(&product, 2, 3600)
+        .await
+        .expect("codes");
     let ca_pem = std::fs::read(&hub.ca_cert_path).expect("ca");
     let state_dir = dir.path().join("agent");
     enroll(EnrollOptions {
@@ -82,7 +85,9 @@ async fn auth10_the_agent_renews_with_a_new_key_and_the_old_one_is_gone() {
     // Too early: a fresh certificate cannot be renewed.
     let now = palisade_hub::db::now();
     assert!(matches!(
-        db.renewal_allowed(&device.id, &old_fp, now).await.expect("db"),
+        db.renewal_allowed(&device.id, &old_fp, now)
+            .await
+            .expect("db"),
         Err(RenewalRefusal::TooEarly { .. })
     ));
 
@@ -110,7 +115,11 @@ async fn auth10_the_agent_renews_with_a_new_key_and_the_old_one_is_gone() {
     for _ in 0..200 {
         let current = db.device(&device.id).await.expect("db").expect("device");
         if current.cert_sha256 != old_fp
-            && db.device_by_certificate(&old_fp).await.expect("db").is_none()
+            && db
+                .device_by_certificate(&old_fp)
+                .await
+                .expect("db")
+                .is_none()
             && hub.state.fleet.is_connected(&device.id)
         {
             renewed = true;
@@ -118,9 +127,15 @@ async fn auth10_the_agent_renews_with_a_new_key_and_the_old_one_is_gone() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(renewed, "the agent renewed its certificate and reconnected with it");
+    assert!(
+        renewed,
+        "the agent renewed its certificate and reconnected with it"
+    );
     let current = db.device(&device.id).await.expect("db").expect("device");
-    assert_eq!(cert_sha256(&state_dir.join("device.pem")), current.cert_sha256);
+    assert_eq!(
+        cert_sha256(&state_dir.join("device.pem")),
+        current.cert_sha256
+    );
     let agent_json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(state_dir.join("agent.json")).expect("agent.json"))
             .expect("json");
@@ -134,7 +149,12 @@ async fn auth10_the_agent_renews_with_a_new_key_and_the_old_one_is_gone() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    for leftover in ["device.key.old", "renewal.json", ".renewal.json.tmp", ".device.key.tmp"] {
+    for leftover in [
+        "device.key.old",
+        "renewal.json",
+        ".renewal.json.tmp",
+        ".device.key.tmp",
+    ] {
         assert!(!state_dir.join(leftover).exists(), "{leftover} left behind");
     }
     let audit = db
@@ -161,7 +181,12 @@ async fn auth10_the_agent_renews_with_a_new_key_and_the_old_one_is_gone() {
     assert!(flowing, "telemetry stored after the renewal");
 
     // The attacks. The retired certificate is no longer any device's.
-    assert!(db.device_by_certificate(&old_fp).await.expect("db").is_none());
+    assert!(
+        db.device_by_certificate(&old_fp)
+            .await
+            .expect("db")
+            .is_none()
+    );
     // A second device cannot renew by presenting the first device's certificate, and
     // no renewal can be recorded for it with that certificate.
     let other_id = palisade_hub::ids::DeviceId::generate();
@@ -171,10 +196,15 @@ async fn auth10_the_agent_renews_with_a_new_key_and_the_old_one_is_gone() {
         .hub_ca
         .issue_device_for(&csr, other_id.as_str(), LIFETIME_SECS)
         .expect("cert");
-    db.enroll_device(&codes[1].claim, &other_id, &other_cert.sha256, other_cert.not_after)
-        .await
-        .expect("db")
-        .expect("enrolled");
+    db.enroll_device(
+        &codes[1].claim,
+        &other_id,
+        &other_cert.sha256,
+        other_cert.not_after,
+    )
+    .await
+    .expect("db")
+    .expect("enrolled");
     let later = palisade_hub::db::now() + LIFETIME_SECS;
     assert_eq!(
         db.renewal_allowed(&other_id, &current.cert_sha256, later)
@@ -183,20 +213,42 @@ async fn auth10_the_agent_renews_with_a_new_key_and_the_old_one_is_gone() {
         Err(RenewalRefusal::Superseded)
     );
     assert!(
-        !db.record_renewed_certificate(&other_id, &current.cert_sha256, "f".repeat(64).as_str(), later, later)
-            .await
-            .expect("db")
+        !db.record_renewed_certificate(
+            &other_id,
+            &current.cert_sha256,
+            "f".repeat(64).as_str(),
+            later,
+            later
+        )
+        .await
+        .expect("db")
     );
 
     // No lock-out: a renewal recorded but never used leaves the old certificate valid.
     let unused = "e".repeat(64);
     assert!(
-        db.record_renewed_certificate(&other_id, &other_cert.sha256, &unused, later, palisade_hub::db::now())
+        db.record_renewed_certificate(
+            &other_id,
+            &other_cert.sha256,
+            &unused,
+            later,
+            palisade_hub::db::now()
+        )
+        .await
+        .expect("db")
+    );
+    assert!(
+        db.device_by_certificate(&other_cert.sha256)
             .await
             .expect("db")
+            .is_some()
     );
-    assert!(db.device_by_certificate(&other_cert.sha256).await.expect("db").is_some());
-    assert!(db.device_by_certificate(&unused).await.expect("db").is_some());
+    assert!(
+        db.device_by_certificate(&unused)
+            .await
+            .expect("db")
+            .is_some()
+    );
     // Asking again at once with the old certificate is too often.
     assert_eq!(
         db.renewal_allowed(&other_id, &other_cert.sha256, palisade_hub::db::now())
@@ -219,9 +271,15 @@ async fn auth10_the_agent_renews_with_a_new_key_and_the_old_one_is_gone() {
         Err(RenewalRefusal::NotActive)
     );
     assert!(
-        !db.record_renewed_certificate(&device.id, &current.cert_sha256, "d".repeat(64).as_str(), later, later)
-            .await
-            .expect("db")
+        !db.record_renewed_certificate(
+            &device.id,
+            &current.cert_sha256,
+            "d".repeat(64).as_str(),
+            later,
+            later
+        )
+        .await
+        .expect("db")
     );
 
     stop.send(true).expect("stop");

@@ -117,7 +117,11 @@ impl Db {
 
     /// The device connected with its current certificate: the previous one (if a
     /// renewal left one) is no longer accepted. True if one was retired.
-    pub async fn retire_previous_certificate(&self, device: &DeviceId, current: &str) -> Result<bool> {
+    pub async fn retire_previous_certificate(
+        &self,
+        device: &DeviceId,
+        current: &str,
+    ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE devices SET previous_cert_sha256 = NULL \
              WHERE id = $1 AND cert_sha256 = $2 AND previous_cert_sha256 IS NOT NULL",

@@ -7,8 +7,8 @@
 
 pub mod certificates;
 pub mod commands;
-pub mod device_events;
 pub mod device_admin;
+pub mod device_events;
 pub mod device_views;
 pub mod devices;
 pub mod mqtt_sessions;

@@ -12,7 +12,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "accounts, sessions, audit, outbox", V1),
     (2, "product models, claim codes, devices, telemetry", V2),
     (3, "commands to devices", V3),
-    (4, "certificate renewal, device events, persistent MQTT sessions", V4),
+    (
+        4,
+        "certificate renewal, device events, persistent MQTT sessions",
+        V4,
+    ),
 ];
 
 /// The newest schema this binary understands.

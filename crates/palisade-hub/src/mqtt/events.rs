@@ -42,9 +42,9 @@ fn depth(v: &Value) -> usize {
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_CHARS
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        })
 }
 
 /// Validate an event document (already size-checked and parsed); returns its name.
@@ -74,7 +74,12 @@ pub fn will_document(topic_leaf: &str, payload: &[u8], max_bytes: usize) -> Valu
     } else {
         match serde_json::from_slice::<Value>(payload) {
             Ok(v) if depth(&v) <= MAX_DEPTH => v,
-            _ => Value::String(String::from_utf8_lossy(payload).chars().filter(|c| !c.is_control()).collect()),
+            _ => Value::String(
+                String::from_utf8_lossy(payload)
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .collect(),
+            ),
         }
     };
     let mut doc = Map::new();
@@ -107,18 +112,30 @@ mod tests {
 
     #[test]
     fn events_need_a_bounded_name_and_shape() {
-        assert_eq!(validate(&json!({"event": "door.open", "x": 1})), Ok("door.open".into()));
+        assert_eq!(
+            validate(&json!({"event": "door.open", "x": 1})),
+            Ok("door.open".into())
+        );
         assert_eq!(validate(&json!([1])), Err(Invalid::NotAnObject));
         assert_eq!(validate(&json!({"x": 1})), Err(Invalid::NoName));
         assert_eq!(validate(&json!({"event": 3})), Err(Invalid::BadName));
         assert_eq!(validate(&json!({"event": ""})), Err(Invalid::BadName));
-        assert_eq!(validate(&json!({"event": "A<script>"})), Err(Invalid::BadName));
-        assert_eq!(validate(&json!({"event": "x".repeat(65)})), Err(Invalid::BadName));
+        assert_eq!(
+            validate(&json!({"event": "A<script>"})),
+            Err(Invalid::BadName)
+        );
+        assert_eq!(
+            validate(&json!({"event": "x".repeat(65)})),
+            Err(Invalid::BadName)
+        );
         let mut deep = json!(1);
         for _ in 0..10 {
             deep = json!([deep]);
         }
-        assert_eq!(validate(&json!({"event": "x", "d": deep})), Err(Invalid::TooDeep));
+        assert_eq!(
+            validate(&json!({"event": "x", "d": deep})),
+            Err(Invalid::TooDeep)
+        );
     }
 
     #[test]

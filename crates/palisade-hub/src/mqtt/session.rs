@@ -470,7 +470,9 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             .retire_previous_certificate(&device, &fingerprint)
             .await
         {
-            Ok(true) => tracing::info!(%device, "renewed certificate in use; the previous one is retired"),
+            Ok(true) => {
+                tracing::info!(%device, "renewed certificate in use; the previous one is retired")
+            }
             Ok(false) => {}
             Err(e) => tracing::warn!(%device, "could not retire the previous certificate: {e}"),
         }
@@ -549,7 +551,12 @@ impl ConnectInfo {
                 keep_alive: c.keep_alive(),
                 client_id_empty: c.client_id().is_empty(),
                 clean: c.clean_session(),
-                will: Will::of(c.will_topic(), c.will_payload(), c.will_qos(), c.will_retain()),
+                will: Will::of(
+                    c.will_topic(),
+                    c.will_payload(),
+                    c.will_qos(),
+                    c.will_retain(),
+                ),
                 session_expiry: 0,
                 auth_method: false,
             }),
@@ -557,7 +564,12 @@ impl ConnectInfo {
                 keep_alive: c.keep_alive(),
                 client_id_empty: c.client_id().is_empty(),
                 clean: c.clean_start(),
-                will: Will::of(c.will_topic(), c.will_payload(), c.will_qos(), c.will_retain()),
+                will: Will::of(
+                    c.will_topic(),
+                    c.will_payload(),
+                    c.will_qos(),
+                    c.will_retain(),
+                ),
                 session_expiry: c
                     .props()
                     .iter()
@@ -938,8 +950,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                         _ => None,
                     })
                 {
-                    self.session_expiry = u64::from(expiry)
-                        .min(self.shared.limits.mqtt_session_expiry_max_secs);
+                    self.session_expiry =
+                        u64::from(expiry).min(self.shared.limits.mqtt_session_expiry_max_secs);
                 }
                 self.end = Some(End::Now(None));
             }
@@ -1337,14 +1349,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
             tracing::info!(device = %self.device, "event that is not JSON refused");
             return Ok(false);
         };
-        let is_result = doc
-            .get("command_seq")
-            .is_some_and(|v| !v.is_null());
+        let is_result = doc.get("command_seq").is_some_and(|v| !v.is_null());
         if !is_result {
             return match events::validate(&doc) {
                 Ok(name) => {
-                    events::record(&self.shared.db, &self.device, EventSource::Device, &name, &doc)
-                        .await?;
+                    events::record(
+                        &self.shared.db,
+                        &self.device,
+                        EventSource::Device,
+                        &name,
+                        &doc,
+                    )
+                    .await?;
                     Ok(true)
                 }
                 Err(why) => {
@@ -1443,7 +1459,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
         }
         let now = crate::db::now();
         let db = &self.shared.db;
-        if let Err(refusal) = db.renewal_allowed(&self.device, &self.fingerprint, now).await? {
+        if let Err(refusal) = db
+            .renewal_allowed(&self.device, &self.fingerprint, now)
+            .await?
+        {
             self.renewal_refused(&refusal.describe()).await?;
             let codes = match refusal {
                 RenewalRefusal::TooEarly { .. } | RenewalRefusal::TooOften => (
@@ -1470,7 +1489,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
             }
         };
         let recorded = db
-            .record_renewed_certificate(&self.device, &self.fingerprint, &cert.sha256, cert.not_after, now)
+            .record_renewed_certificate(
+                &self.device,
+                &self.fingerprint,
+                &cert.sha256,
+                cert.not_after,
+                now,
+            )
             .await?;
         if !recorded {
             // Revoked (or renewed through another connection) since the check.

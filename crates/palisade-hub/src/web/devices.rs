@@ -139,14 +139,11 @@ pub async fn enroll(
         return Err(WebError::Denied(CLAIM_NOT_VALID.into()));
     };
     let device_id = DeviceId::generate();
-    let cert = match state
-        .hub_ca
-        .issue_device_for(
-            &request.csr_pem,
-            device_id.as_str(),
-            state.config.limits.device_cert_lifetime_secs,
-        )
-    {
+    let cert = match state.hub_ca.issue_device_for(
+        &request.csr_pem,
+        device_id.as_str(),
+        state.config.limits.device_cert_lifetime_secs,
+    ) {
         Ok(cert) => cert,
         Err(e) => {
             tracing::info!(%ip, "enrolment CSR refused: {e}");
