@@ -213,6 +213,7 @@ fn save_response(
         mqtt_port: response.mqtt_port,
         not_after: response.not_after.unix()?,
         enrolled_at: crate::unix_now(),
+        cert_issued_at: 0,
     };
     state.save_enrollment(&response.certificate_pem, &response.ca_pem, &config)?;
     Ok(config)

@@ -8,6 +8,7 @@
 //! - [`run`]: connect to the hub's MQTT server with the device certificate, publish
 //!   telemetry from a durable on-disk [`queue`] (RES-1), execute [`commands`] with replay
 //!   protection (ENC-4), reconnect with jittered exponential [`backoff`].
+//! - [`renew`]: renew the device certificate over MQTT with a new key, before expiry.
 //! - [`reset`]: factory reset: wipe the key and delete certificate, state and queue.
 //! - [`tuf`]: the bare TUF client (`palisade-agent tuf`) for checking an update
 //!   repository independently (UPD-2, UPD-4).
@@ -22,6 +23,7 @@ pub mod fsutil;
 pub mod limits;
 pub mod mqtt;
 pub mod queue;
+pub mod renew;
 pub mod reset;
 pub mod run;
 pub mod state;

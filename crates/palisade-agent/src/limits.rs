@@ -42,6 +42,13 @@ pub struct Limits {
     /// Reconnect backoff: first ceiling and cap (full jitter in between).
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    /// Renew the device certificate when less than this percentage of its lifetime is
+    /// left ([`crate::renew`]).
+    pub renew_remaining_percent: u8,
+    /// Wait before asking again after a refused or unanswered renewal.
+    pub renew_retry: Duration,
+    /// How long the hub has to answer a renewal request.
+    pub renew_answer_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -63,6 +70,9 @@ impl Default for Limits {
             queue_max_bytes: 4 * 1024 * 1024,
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(300),
+            renew_remaining_percent: 33,
+            renew_retry: Duration::from_secs(600),
+            renew_answer_timeout: Duration::from_secs(60),
         }
     }
 }

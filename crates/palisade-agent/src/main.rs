@@ -65,6 +65,10 @@ enum Command {
         /// oldest are dropped, and counted, beyond that).
         #[arg(long, value_name = "N")]
         queue_max_records: Option<usize>,
+        /// Renew the device certificate when less than this percentage of its lifetime
+        /// is left (1-50; the hub accepts a renewal once half the lifetime has passed).
+        #[arg(long, value_name = "PERCENT", default_value_t = 33)]
+        renew_remaining_percent: u8,
     },
     /// Factory reset: overwrite and delete the device key, delete the certificate,
     /// configuration, command state and queued telemetry.
@@ -195,8 +199,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             simulate_fields,
             interval,
             queue_max_records,
+            renew_remaining_percent,
         } => {
             let mut limits = Limits::default();
+            if !(1..=50).contains(&renew_remaining_percent) {
+                bail!("--renew-remaining-percent must be between 1 and 50");
+            }
+            limits.renew_remaining_percent = renew_remaining_percent;
             if let Some(n) = queue_max_records {
                 if n == 0 {
                     bail!("--queue-max-records must be at least 1");

@@ -26,7 +26,15 @@ pub fn reset(state_dir: &Path) -> Result<Vec<Wiped>> {
     let state = StateDir::new(state_dir);
     let _lock = state.lock()?;
     // The key first: the device identity is gone even if a later step fails.
-    for name in [KEY_FILE, &format!(".{KEY_FILE}.tmp")] {
+    // (A renewal in progress holds a key too.)
+    let renewal_tmp = format!(".{}.tmp", crate::renew::RENEWAL_FILE);
+    for name in [
+        KEY_FILE,
+        &format!(".{KEY_FILE}.tmp"),
+        crate::renew::OLD_KEY_FILE,
+        crate::renew::RENEWAL_FILE,
+        &renewal_tmp,
+    ] {
         let path = state.path(name);
         if fsutil::wipe_file(&path)? {
             wiped.push(Wiped {

@@ -9,6 +9,8 @@
 //!   reset only after a connection that stayed up for [`STABLE_CONNECTION`].
 //! - Commands are checked by the [`CommandGuard`] (ENC-4); results are queued like
 //!   telemetry and published on `devices/{id}/events`.
+//! - The certificate is renewed over the connection before it expires ([`renew`]);
+//!   the agent then reconnects at once with the new one.
 //! - Shutdown (the `shutdown` watch turning true) ends the session cleanly.
 //!
 //! The queue's small appends and fsyncs are done inline on the (single-threaded)
@@ -20,7 +22,8 @@ use crate::commands::{Action, CommandGuard, Reply};
 use crate::limits::Limits;
 use crate::mqtt::{Incoming, PubOutcome, Session, Target};
 use crate::queue::{DiskQueue, Record, RecordKind};
-use crate::state::StateDir;
+use crate::renew;
+use crate::state::{AgentConfig, StateDir};
 use crate::telemetry::{self, Source};
 use crate::{Error, Result, tls};
 use serde_json::{Map, Value, json};
@@ -44,6 +47,23 @@ pub struct RunOptions {
 enum InFlight {
     Record(u64),
     Direct,
+    /// A certificate renewal request.
+    Csr,
+}
+
+/// How a connected session ended without an error.
+enum Served {
+    /// Shutdown was requested.
+    Stopped,
+    /// A renewed certificate is stored: reconnect with it now.
+    Renewed,
+}
+
+/// A renewal request sent, waiting for the certificate.
+struct PendingRenewal {
+    /// The new key, made on the device for this request (never sent).
+    key_pem: String,
+    asked: Instant,
 }
 
 struct Agent {
@@ -54,14 +74,24 @@ struct Agent {
     not_after: i64,
     started: Instant,
     commands_window: (Instant, u32),
+    state: StateDir,
+    config: AgentConfig,
+    ca_pem: Vec<u8>,
+    renewal: Option<PendingRenewal>,
+    /// No renewal request before this (after a refusal or no answer).
+    renew_not_before: Instant,
+    /// Set when a renewed certificate has been stored during this session.
+    renewed: bool,
 }
 
 /// Run until `shutdown` becomes true.
 pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Result<()> {
     let state = StateDir::new(&opts.state_dir);
     let _lock = state.lock()?;
+    renew::recover(&state)?;
     let identity = state.load_identity()?;
     let config = identity.config.clone();
+    let ca_pem = identity.ca_pem.clone();
     let tls_config =
         tls::client_config(&identity.ca_pem, Some((identity.cert_chain, identity.key)))?;
     if config.not_after <= crate::unix_now() {
@@ -97,6 +127,12 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
         not_after: config.not_after,
         started: Instant::now(),
         commands_window: (Instant::now(), 0),
+        state,
+        config,
+        ca_pem,
+        renewal: None,
+        renew_not_before: Instant::now(),
+        renewed: false,
     };
 
     let (tx, mut rx) = mpsc::channel::<Map<String, Value>>(64);
@@ -161,7 +197,14 @@ impl Agent {
                         backoff.reset();
                     }
                     match served {
-                        Ok(()) => return Ok(()),
+                        Ok(Served::Stopped) => return Ok(()),
+                        Ok(Served::Renewed) => {
+                            // Reconnect at once, with the new certificate.
+                            self.reload_identity()?;
+                            attempt = 0;
+                            backoff.reset();
+                            continue;
+                        }
                         Err(e @ (Error::Io { .. } | Error::Json { .. })) => {
                             // Local storage failed: the queue can no longer be trusted.
                             return Err(e);
@@ -177,17 +220,21 @@ impl Agent {
         }
     }
 
-    /// One connected session; `Ok` means shutdown was requested.
+    /// One connected session, until shutdown or a renewed certificate.
     async fn serve(
         &mut self,
         mut session: Session,
         rx: &mut mpsc::Receiver<Map<String, Value>>,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<()> {
+    ) -> Result<Served> {
         let mut inflight: HashMap<u16, InFlight> = HashMap::new();
         let mut sent: HashSet<u64> = HashSet::new();
+        // A renewal asked on an earlier connection is answered on that one only.
+        self.renewal = None;
+        self.renewed = false;
         let commands = self.target.topic("commands");
         let mut work = session.subscribe(&commands).await?;
+        work.extend(session.subscribe(&self.target.topic("certificate")).await?);
         self.publish_state(&mut session, &mut inflight, "online")
             .await?;
         loop {
@@ -197,17 +244,125 @@ impl Agent {
                     .await?;
                 work.extend(more);
             }
+            if self.renewed {
+                session.disconnect().await;
+                return Ok(Served::Renewed);
+            }
             self.pump(&mut session, &mut inflight, &mut sent).await?;
+            self.maybe_renew(&mut session, &mut inflight).await?;
+            let renewal_wake = self.renewal_wake();
             tokio::select! {
                 wake = session.wait() => work = session.handle(wake).await?,
                 Some(sample) = rx.recv() => self.enqueue_telemetry(sample)?,
+                () = tokio::time::sleep_until(renewal_wake.into()) => {}
                 () = crate::stopped(shutdown) => {
                     let _ = self.publish_state(&mut session, &mut inflight, "offline").await;
                     session.disconnect().await;
-                    return Ok(());
+                    return Ok(Served::Stopped);
                 }
             }
         }
+    }
+
+    /// Load the (renewed) identity and use it for the next connections.
+    fn reload_identity(&mut self) -> Result<()> {
+        let identity = self.state.load_identity()?;
+        let tls_config =
+            tls::client_config(&identity.ca_pem, Some((identity.cert_chain, identity.key)))?;
+        self.target.tls = Arc::new(tls_config);
+        self.ca_pem = identity.ca_pem;
+        self.not_after = identity.config.not_after;
+        self.config = identity.config;
+        Ok(())
+    }
+
+    /// When the loop must wake up for renewal: the answer's deadline, or when the
+    /// certificate is due (checked at least hourly, so a changed clock is noticed).
+    fn renewal_wake(&self) -> Instant {
+        let now = Instant::now();
+        if let Some(pending) = &self.renewal {
+            return pending.asked + self.limits.renew_answer_timeout;
+        }
+        let due_in =
+            renew::due_at(&self.config, self.limits.renew_remaining_percent) - crate::unix_now();
+        let due = now
+            + Duration::from_secs(u64::try_from(due_in).unwrap_or(0))
+                .min(Duration::from_secs(3600));
+        due.max(self.renew_not_before)
+    }
+
+    /// Ask for a new certificate if it is due: a new key pair made here, its CSR
+    /// published on `devices/{id}/certificate/csr`.
+    async fn maybe_renew(
+        &mut self,
+        session: &mut Session,
+        inflight: &mut HashMap<u16, InFlight>,
+    ) -> Result<()> {
+        let now = Instant::now();
+        if let Some(pending) = &self.renewal {
+            if now.duration_since(pending.asked) >= self.limits.renew_answer_timeout {
+                tracing::warn!("the hub did not answer the certificate renewal request");
+                self.renewal = None;
+                self.renew_not_before = now + self.limits.renew_retry;
+            }
+            return Ok(());
+        }
+        if now < self.renew_not_before
+            || crate::unix_now() < renew::due_at(&self.config, self.limits.renew_remaining_percent)
+        {
+            return Ok(());
+        }
+        let (key_pem, csr_pem) = crate::enroll::generate_key_and_csr()?;
+        match session
+            .publish(
+                &self.target.topic("certificate/csr"),
+                csr_pem.as_bytes(),
+                &[],
+            )
+            .await?
+        {
+            Ok(packet_id) => {
+                inflight.insert(packet_id, InFlight::Csr);
+                self.renewal = Some(PendingRenewal {
+                    key_pem,
+                    asked: now,
+                });
+                tracing::info!(
+                    not_after = self.config.not_after,
+                    "certificate renewal requested"
+                );
+            }
+            Err(reason) => {
+                tracing::warn!("certificate renewal request not sent: {reason}");
+                self.renew_not_before = now + self.limits.renew_retry;
+            }
+        }
+        Ok(())
+    }
+
+    /// The hub's answer to a renewal request: check it against the new key, store it
+    /// (the commit point), and reconnect with it.
+    fn on_certificate(&mut self, payload: &[u8]) -> Result<()> {
+        let Some(pending) = self.renewal.take() else {
+            tracing::warn!("a certificate arrived that was not asked for: ignored");
+            return Ok(());
+        };
+        match renew::accept(payload, &pending.key_pem, &self.ca_pem, crate::unix_now()) {
+            Ok(renewal) => {
+                self.config = renew::commit(&self.state, &renewal)?;
+                self.not_after = self.config.not_after;
+                self.renewed = true;
+                tracing::info!(
+                    not_after = self.config.not_after,
+                    "certificate renewed; reconnecting with it"
+                );
+            }
+            Err(e) => {
+                tracing::warn!("renewed certificate not usable: {e}");
+                self.renew_not_before = Instant::now() + self.limits.renew_retry;
+            }
+        }
+        Ok(())
     }
 
     fn enqueue_telemetry(&mut self, sample: Map<String, Value>) -> Result<()> {
@@ -286,7 +441,13 @@ impl Agent {
     ) -> Result<Vec<Incoming>> {
         match item {
             Incoming::Acked { packet_id, outcome } => {
-                if let Some(InFlight::Record(seq)) = inflight.remove(&packet_id) {
+                let flight = inflight.remove(&packet_id);
+                if matches!(flight, Some(InFlight::Csr)) && outcome != PubOutcome::Accepted {
+                    tracing::warn!("the hub refused the certificate renewal request: {outcome:?}");
+                    self.renewal = None;
+                    self.renew_not_before = Instant::now() + self.limits.renew_retry;
+                }
+                if let Some(InFlight::Record(seq)) = flight {
                     match outcome {
                         PubOutcome::Accepted => {
                             sent.remove(&seq);
@@ -307,12 +468,9 @@ impl Agent {
             }
             Incoming::Subscribed { granted, reason } => {
                 if granted {
-                    tracing::info!(topic = %self.target.topic("commands"), "subscribed");
+                    tracing::info!("subscribed");
                 } else {
-                    tracing::error!(
-                        topic = %self.target.topic("commands"),
-                        "the hub refused the commands subscription ({reason})"
-                    );
+                    tracing::error!("the hub refused a subscription ({reason})");
                 }
                 Ok(Vec::new())
             }
@@ -323,6 +481,8 @@ impl Agent {
             } => {
                 if topic == self.target.topic("commands") {
                     self.on_command(session, inflight, &payload).await?;
+                } else if topic == self.target.topic("certificate") {
+                    self.on_certificate(&payload)?;
                 } else {
                     tracing::warn!("ignored a message on unexpected topic {topic:?}");
                 }

@@ -7,6 +7,7 @@
 //! | `device.pem` | the device certificate issued by the hub |
 //! | `ca.pem` | the hub CA, used to verify the hub's MQTT server |
 //! | `agent.json` | [`AgentConfig`]: device id, hub URL, MQTT host and port, certificate expiry |
+//! | `renewal.json`, `device.key.old` | only while a renewed certificate is being stored ([`crate::renew`]) |
 //! | `commands.json` | highest command sequence number executed (ENC-4) |
 //! | `telemetry.queue`, `telemetry.queue.meta` | the durable outgoing queue (RES-1) |
 //! | `agent.lock` | held by the running process so two agents never share a directory |
@@ -44,6 +45,10 @@ pub struct AgentConfig {
     pub not_after: i64,
     /// When enrolment completed, Unix seconds.
     pub enrolled_at: i64,
+    /// When the current certificate was received by renewal, Unix seconds (0: it is
+    /// the one from enrolment).
+    #[serde(default)]
+    pub cert_issued_at: i64,
 }
 
 /// Is `id` usable as a device id: 1–128 characters from `[A-Za-z0-9._-]`, so it is a

@@ -128,8 +128,9 @@ impl HubCa {
     }
 }
 
-/// How long a device certificate is valid. Renewal is not built yet (issue 3): a device
-/// whose certificate expires must be reset and enrolled again.
+/// How long a device certificate is valid by default; the agent renews it over its
+/// MQTT connection before it expires (the hub's `device_cert_lifetime_secs` may set
+/// another lifetime).
 pub const DEVICE_VALIDITY_DAYS: i64 = 30;
 
 /// A device certificate issued from the device's own CSR.
@@ -148,6 +149,16 @@ impl HubCa {
     /// requested names and extensions are ignored: the hub decides what the
     /// certificate says (CN and URI SAN = the device id, client authentication only).
     pub fn issue_device(&self, csr_pem: &str, device_id: &str) -> Result<DeviceCertificate> {
+        self.issue_device_for(csr_pem, device_id, DEVICE_VALIDITY_DAYS * 86_400)
+    }
+
+    /// [`HubCa::issue_device`] with a lifetime of `validity_secs` seconds.
+    pub fn issue_device_for(
+        &self,
+        csr_pem: &str,
+        device_id: &str,
+        validity_secs: i64,
+    ) -> Result<DeviceCertificate> {
         let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(err)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -163,7 +174,7 @@ impl HubCa {
         params.use_authority_key_identifier_extension = true;
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::minutes(5);
-        params.not_after = now + Duration::days(DEVICE_VALIDITY_DAYS);
+        params.not_after = now + Duration::seconds(validity_secs.max(60));
         params.serial_number = Some(random_serial());
         let cert = params
             .signed_by(&csr.public_key, &self.issuer()?)

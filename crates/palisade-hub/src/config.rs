@@ -54,6 +54,12 @@ pub struct Limits {
     pub reports_per_hour: u32,
     /// Messages a reporter may add to one report per hour through its status link.
     pub report_replies_per_hour: u32,
+    /// Lifetime of a device certificate, in seconds (default 30 days, AUTH-10); agents
+    /// renew with a third of it left, and the hub accepts a renewal once half has passed.
+    pub device_cert_lifetime_secs: i64,
+    /// Longest MQTT session expiry a device may ask for, in seconds (v3.1.1 persistent
+    /// sessions get exactly this); 0 turns persistent sessions off.
+    pub mqtt_session_expiry_max_secs: u64,
 }
 
 impl Default for Limits {
@@ -79,6 +85,8 @@ impl Default for Limits {
             reports_per_hour_per_source: 5,
             reports_per_hour: 60,
             report_replies_per_hour: 10,
+            device_cert_lifetime_secs: 30 * 86_400,
+            mqtt_session_expiry_max_secs: 7 * 86_400,
         }
     }
 }
@@ -805,6 +813,14 @@ fn check_limits(l: &Limits, problems: &mut Vec<Problem>) {
     bad(
         (1..=100_000).contains(&l.telemetry_batch_max),
         "telemetry_batch_max must be between 1 and 100000",
+    );
+    bad(
+        (60..=397 * 86_400).contains(&l.device_cert_lifetime_secs),
+        "device_cert_lifetime_secs must be between 60 and 34300800 (397 days)",
+    );
+    bad(
+        l.mqtt_session_expiry_max_secs <= 30 * 86_400,
+        "mqtt_session_expiry_max_secs must be at most 2592000 (30 days)",
     );
     bad(
         (1..=24 * 30).contains(&l.session_absolute_hours),

@@ -157,6 +157,7 @@ pub async fn start(config: Config) -> Result<RunningHub> {
         db.clone(),
         config.clone(),
         state.fleet.clone(),
+        pki.hub_ca.clone(),
         stop_rx.clone(),
     )));
     tasks.push(tokio::spawn(mail::run_delivery(

@@ -148,8 +148,8 @@ async fn revoking_a_connected_device_drops_its_live_connection() {
         let fleet = hub.hub.state.fleet.clone();
         let id = device.id.clone();
         assert!(
-            eventually(async || fleet.is_connected(&id)).await,
-            "{version}: the subscriber connected"
+            eventually(async || fleet.is_listening(&id)).await,
+            "{version}: the subscriber connected and subscribed"
         );
 
         // As the API revokes: status first (no reconnection is accepted), then drop.

@@ -211,6 +211,7 @@ pub fn enrolled_state(dir: &Path, ca: &HubCa, mqtt_host: &str, mqtt_port: u16) -
         mqtt_port,
         not_after: cert.not_after,
         enrolled_at: 0,
+        cert_issued_at: 0,
     };
     state
         .save_enrollment(&cert.cert_pem, &ca.material.cert_pem, &config)

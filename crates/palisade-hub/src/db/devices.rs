@@ -87,6 +87,10 @@ pub struct Device {
     pub rejected_messages: i64,
     pub created_at: i64,
     pub last_seen_at: Option<i64>,
+    /// The certificate a renewal replaced, accepted until the new one is first used
+    /// (not shown: it is the hub's bookkeeping).
+    #[serde(skip)]
+    pub previous_cert_sha256: Option<String>,
 }
 
 /// A freshly made claim code with the pairing code printed beside it on the label.
@@ -119,7 +123,7 @@ fn multi_row_insert(rows: usize) -> String {
 macro_rules! device_columns {
     () => {
         "id, product_id, status, cert_sha256, cert_not_after, owner_id, firmware_version, \
-         rejected_messages, created_at, last_seen_at"
+         rejected_messages, created_at, last_seen_at, previous_cert_sha256"
     };
 }
 
@@ -137,6 +141,10 @@ pub(super) fn device_from_row(row: &AnyRow) -> Result<Device> {
         rejected_messages: row.try_get("rejected_messages")?,
         created_at: row.try_get("created_at")?,
         last_seen_at: row.try_get("last_seen_at")?,
+        // Queries with their own column list may leave it out.
+        previous_cert_sha256: row
+            .try_get::<Option<String>, _>("previous_cert_sha256")
+            .unwrap_or(None),
     })
 }
 
@@ -303,12 +311,13 @@ impl Db {
         .transpose()
     }
 
-    /// The device whose current certificate has this SHA-256.
+    /// The device whose current certificate has this SHA-256, or whose previous one
+    /// does while a renewed certificate has not been used yet.
     pub async fn device_by_certificate(&self, cert_sha256: &str) -> Result<Option<Device>> {
         let q = concat!(
             "SELECT ",
             device_columns!(),
-            " FROM devices WHERE cert_sha256 = $1"
+            " FROM devices WHERE cert_sha256 = $1 OR previous_cert_sha256 = $1"
         );
         optional(
             sqlx::query(q)

@@ -5,11 +5,14 @@
 //! just a crash of the process. SQL is written once, in the dialect both engines share
 //! (`$N` placeholders, BIGINT times in Unix seconds, TEXT identifiers).
 
+pub mod certificates;
 pub mod commands;
 pub mod device_admin;
+pub mod device_events;
 pub mod device_views;
 pub mod devices;
 pub mod reports;
+pub mod mqtt_sessions;
 mod schema;
 pub mod sessions;
 pub mod tokens;

@@ -12,6 +12,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "accounts, sessions, audit, outbox", V1),
     (2, "product models, claim codes, devices, telemetry", V2),
     (3, "commands to devices", V3),
+    (
+        4,
+        "certificate renewal, device events, persistent MQTT sessions",
+        V4,
+    ),
     (6, "vulnerability reports and their messages", V6),
     (7, "privacy policy versions, acceptances, consents", V7),
 ];
@@ -222,6 +227,31 @@ CREATE TABLE consents (
     changed_at BIGINT NOT NULL,
     PRIMARY KEY (user_id, purpose)
 );
+"#;
+
+// `previous_cert_sha256`: the certificate a renewal replaced, still accepted until the
+// device first connects with the new one (no lock-out if the device crashes before it
+// has stored the new certificate). `cert_issued_at`: when the current certificate was
+// issued (renewal rate limit); 0 for certificates issued at enrolment (`created_at`).
+const V4: &str = r#"
+ALTER TABLE devices ADD COLUMN previous_cert_sha256 TEXT;
+ALTER TABLE devices ADD COLUMN cert_issued_at BIGINT NOT NULL DEFAULT 0;
+CREATE UNIQUE INDEX devices_previous_cert ON devices (previous_cert_sha256);
+CREATE TABLE device_events (
+    id TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    received_at_ms BIGINT NOT NULL,
+    name TEXT NOT NULL,
+    source TEXT NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX device_events_device_time ON device_events (device_id, received_at_ms);
+CREATE TABLE mqtt_sessions (
+    device_id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+    subscriptions TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX mqtt_sessions_expiry ON mqtt_sessions (expires_at);
 "#;
 
 pub(super) async fn current_version(db: &Db) -> Result<i64> {

@@ -102,6 +102,20 @@ impl Fleet {
         }
     }
 
+    /// Whether connection `id` is still the registered one of `device` (not replaced
+    /// by a newer connection, nor dropped by revocation).
+    pub fn is_current(&self, device: &DeviceId, id: u64) -> bool {
+        self.lock().get(device).is_some_and(|c| c.id == id)
+    }
+
+    /// Whether the device's live connection holds a subscription covering its
+    /// commands topic.
+    pub fn is_listening(&self, device: &DeviceId) -> bool {
+        self.lock()
+            .get(device)
+            .is_some_and(|c| c.listening.load(Ordering::Acquire))
+    }
+
     pub fn is_connected(&self, device: &DeviceId) -> bool {
         self.lock().contains_key(device)
     }

@@ -3,6 +3,7 @@
 //! subscribe only under `devices/{its id}/…`. The wire format is `mqtt-protocol-core`
 //! (sans-I/O); connection handling, identity and authorisation are ours.
 
+pub mod events;
 pub mod fleet;
 pub mod rate;
 pub mod server;

@@ -2,7 +2,8 @@
 //! bounded number of connections (`mqtt_max_connections`), a TLS handshake deadline
 //! (`tls_handshake_timeout_secs`), and the device identified from its verified client
 //! certificate — the SHA-256 of the end-entity certificate must be the one the hub
-//! issued to an active device (AUTH-10). The session itself is in [`super::session`];
+//! issued to an active device, or the one a renewal replaced while the new one has not
+//! been used yet (AUTH-10). Expired persistent sessions are swept every 10 minutes. The session itself is in [`super::session`];
 //! telemetry storage in [`crate::telemetry`].
 
 use super::Fleet;
@@ -30,6 +31,7 @@ pub async fn serve_devices(
     db: Db,
     config: Arc<Config>,
     fleet: Arc<Fleet>,
+    hub_ca: Arc<palisade_crypto::ca::HubCa>,
     mut stop: watch::Receiver<bool>,
 ) {
     let limits = config.limits.clone();
@@ -42,7 +44,9 @@ pub async fn serve_devices(
         writer,
         limits,
         budgets: Default::default(),
+        hub_ca,
     });
+    let sweeper = tokio::spawn(sweep_sessions(shared.db.clone(), stop.clone()));
     let acceptor = TlsAcceptor::from(tls);
     loop {
         let permit = tokio::select! {
@@ -88,11 +92,31 @@ pub async fn serve_devices(
     // Connections see `stop` too and drop their writer handles; the writer then stores
     // what is queued and ends.
     drop(shared);
+    sweeper.abort();
     if tokio::time::timeout(WRITER_DRAIN, writer_task)
         .await
         .is_err()
     {
         tracing::warn!("telemetry writer did not finish in time");
+    }
+}
+
+/// How often expired persistent sessions are deleted.
+const SESSION_SWEEP: Duration = Duration::from_secs(600);
+
+/// Delete expired persistent MQTT sessions now and then (their state is bounded per
+/// device; this bounds the number of devices holding one).
+async fn sweep_sessions(db: Db, mut stop: watch::Receiver<bool>) {
+    loop {
+        match db.delete_expired_mqtt_sessions(crate::db::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(n, "expired MQTT sessions deleted"),
+            Err(e) => tracing::warn!("could not delete expired MQTT sessions: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SESSION_SWEEP) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 

@@ -34,8 +34,22 @@
 //!   for that command: a bounded JSON object whose seq must be one of this device's
 //!   commands; the first result is stored before the PUBACK, and a later "rejected"
 //!   for a command already answered (a replay the agent refused) is audited. Other
-//!   events and state (`…/state`) are authorised and acknowledged; of a state report only
-//!   the reported version is stored (SUP-3), of events only command results.
+//!   events must be valid and are stored before the PUBACK ([`super::events`], the one
+//!   place for device events); invalid ones are refused. Of a state report (`…/state`)
+//!   only the reported version is stored (SUP-3).
+//! - Persistent sessions: v3.1.1 clean_session=0 (kept `mqtt_session_expiry_max_secs`)
+//!   or v5 clean_start=0 with a Session Expiry Interval (capped at that): the
+//!   subscriptions are stored (`mqtt_sessions`), restored on the next connection with
+//!   CONNACK session present = 1, and the commands still pending in the database —
+//!   undelivered or not PUBACKed — are sent at once. A clean session deletes it. A
+//!   connection taken over by a newer one leaves the session to the newer one.
+//! - Wills: only on the device's own topics (as PUBLISH; v5 will QoS 2 or retain are
+//!   refused). Recorded as a device event when the connection ends without DISCONNECT
+//!   (or with v5 reason 0x04); a normal DISCONNECT, or a hub shutdown, discards it.
+//! - Certificate renewal (AUTH-10): a PEM CSR on `devices/{id}/certificate/csr` from a
+//!   device subscribed to `devices/{id}/certificate` is answered there with a new
+//!   certificate for the same device id ([`crate::db::certificates`] decides whether
+//!   it is allowed: not too early, not too often, active device only).
 //!
 //! Refusing a single message: MQTT 5 can say why per message (PUBACK reason codes 0x87
 //! not authorised, 0x97 quota exceeded — used for the rate limit, since 0x96 is a
@@ -49,6 +63,7 @@
 //! the device's `rejected_messages`.
 
 use super::Fleet;
+use super::events;
 use super::fleet::Registration;
 use super::rate::{self, Budgets, SharedBucket};
 use super::topics::{DeviceTopics, OwnTopic, filter_matches};
@@ -56,7 +71,9 @@ use crate::accounts::{self, Actor};
 use crate::audit::Outcome;
 use crate::config::Limits;
 use crate::db::Db;
+use crate::db::certificates::RenewalRefusal;
 use crate::db::commands::{CommandResult, MAX_REASON_CHARS, ResultRecorded};
+use crate::db::device_events::EventSource;
 use crate::db::devices::DeviceStatus;
 use crate::ids::DeviceId;
 use crate::telemetry::{self, Schema, Writer};
@@ -101,7 +118,12 @@ pub(super) struct Shared {
     pub writer: Writer,
     pub limits: Limits,
     pub budgets: Budgets,
+    /// Issues renewed device certificates.
+    pub hub_ca: Arc<palisade_crypto::ca::HubCa>,
 }
+
+/// Largest certificate signing request accepted for renewal.
+pub const MAX_CSR_BYTES: usize = 8 * 1024;
 
 /// Who the certificate says the peer is, decided before the CONNECT packet is read.
 pub(super) enum Admission {
@@ -333,13 +355,24 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let topics = DeviceTopics::new(&device);
-    if let Some(will) = &info.will_topic
-        && !topics.may_publish(will)
-    {
-        tracing::warn!(%device, "CONNECT with a will outside the device's topics refused");
-        refuse_connect(&mut io, ConnectRefusal::NotAuthorized);
-        io.finish().await;
-        return;
+    if let Some(will) = &info.will {
+        // The same ACL as PUBLISH (ACC-2); v5 is told precisely what it asked for that
+        // is not offered (CONNACK says Maximum QoS 1, Retain Available 0).
+        let refusal = if !topics.may_publish(&will.topic) {
+            tracing::warn!(%device, "CONNECT with a will outside the device's topics refused");
+            Some(ConnectRefusal::NotAuthorized)
+        } else if io.is_v5() && will.qos == Qos::ExactlyOnce {
+            Some(ConnectRefusal::QosNotSupported)
+        } else if io.is_v5() && will.retain {
+            Some(ConnectRefusal::RetainNotSupported)
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            refuse_connect(&mut io, why);
+            io.finish().await;
+            return;
+        }
     }
     if info.auth_method {
         refuse_connect(&mut io, ConnectRefusal::BadAuthenticationMethod);
@@ -368,24 +401,82 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     // again now that this connection is registered closes the gap since `admit`: a
     // revocation either finds this connection registered, or is visible here.
     let still = match shared.db.device_by_certificate(&fingerprint).await {
-        Ok(Some(d)) if d.id == device && d.status == DeviceStatus::Active => Ok(()),
+        // Connected with the current certificate while a renewal left the previous
+        // one accepted: retire it (below, once CONNACK is decided).
+        Ok(Some(d)) if d.id == device && d.status == DeviceStatus::Active => {
+            Ok(d.previous_cert_sha256.is_some() && d.cert_sha256 == fingerprint)
+        }
         Ok(_) => Err(ConnectRefusal::NotAuthorized),
         Err(e) => {
             tracing::warn!(%device, "device lookup failed: {e}");
             Err(ConnectRefusal::ServerUnavailable)
         }
     };
-    if let Err(why) = still {
-        refuse_connect(&mut io, why);
-        io.finish().await;
-        shared.fleet.unregister(&device, registration);
-        return;
-    }
+    let retire_previous = match still {
+        Ok(retire) => retire,
+        Err(why) => {
+            refuse_connect(&mut io, why);
+            io.finish().await;
+            shared.fleet.unregister(&device, registration);
+            return;
+        }
+    };
     if let Err(e) = shared.db.touch_device(&device).await {
         tracing::warn!(%device, "could not record last seen: {e}");
     }
-    accept_connect(&mut io, &info, keep_alive, &device);
-    tracing::debug!(%device, %peer, v5 = io.is_v5(), "device connected");
+    // Persistent session: v3.1.1 clean_session=0 keeps it for the hub's maximum; v5
+    // asks for an expiry (0: ends with the connection), capped at the maximum.
+    let max_expiry = limits.mqtt_session_expiry_max_secs;
+    let session_expiry = if io.is_v5() {
+        u64::from(info.session_expiry).min(max_expiry)
+    } else if info.clean {
+        0
+    } else {
+        max_expiry
+    };
+    // A read (cheap) first: a clean connection deletes only a session that exists.
+    let restored = match shared.db.mqtt_session(&device, i64::MIN).await {
+        Ok(Some(_)) if info.clean => shared.db.delete_mqtt_session(&device).await.map(|()| None),
+        Ok(Some(s)) if s.1 > crate::db::now() => Ok(Some(s.0)),
+        Ok(_) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let restored = match restored {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(%device, "could not load the MQTT session: {e}");
+            refuse_connect(&mut io, ConnectRefusal::ServerUnavailable);
+            io.finish().await;
+            shared.fleet.unregister(&device, registration);
+            return;
+        }
+    };
+    let session_present = restored.is_some();
+    // An expired row is replaced or deleted at the end like a live one.
+    let stored = restored.is_some();
+    accept_connect(
+        &mut io,
+        &info,
+        keep_alive,
+        &device,
+        session_present,
+        session_expiry,
+    );
+    tracing::debug!(%device, %peer, v5 = io.is_v5(), session_present, "device connected");
+    // First use of a renewed certificate: the one it replaced is no longer accepted.
+    if retire_previous {
+        match shared
+            .db
+            .retire_previous_certificate(&device, &fingerprint)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(%device, "renewed certificate in use; the previous one is retired")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%device, "could not retire the previous certificate: {e}"),
+        }
+    }
 
     let mut session = Live {
         io,
@@ -398,7 +489,18 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         bucket: shared
             .budgets
             .bucket(&device, limits.mqtt_publishes_per_minute),
-        subscriptions: Vec::new(),
+        subscriptions: restored
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(f, q)| {
+                let qos = if q == 0 {
+                    Qos::AtMostOnce
+                } else {
+                    Qos::AtLeastOnce
+                };
+                (f, qos)
+            })
+            .collect(),
         silence: Duration::from_millis(keep_alive * 1500),
         last_heard: Instant::now(),
         end: None,
@@ -409,9 +511,22 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         outbound: HashMap::new(),
         outbox: VecDeque::new(),
         loaded: HashSet::new(),
+        fingerprint,
+        certificate_topic: DeviceTopics::new(&device).certificate(),
+        will: info.will,
+        session_expiry,
+        hub_stopping: false,
+        renewal_refusal_audited: false,
+        registration,
+        stored,
     };
+    if session.commands_qos().is_some() {
+        // A restored subscription covers the commands: send what is pending.
+        session.start_listening().await;
+    }
     session.serve(closed, &mut stop).await;
     session.listening.store(false, Ordering::Release);
+    session.end_session().await;
     shared.budgets.release(&device, session.bucket);
     shared.fleet.unregister(&device, registration);
     tracing::debug!(%device, "device disconnected");
@@ -422,7 +537,9 @@ struct ConnectInfo {
     keep_alive: u16,
     client_id_empty: bool,
     clean: bool,
-    will_topic: Option<String>,
+    will: Option<Will>,
+    /// v5 Session Expiry Interval (0 when absent); v3.1.1 uses `clean`.
+    session_expiry: u32,
     /// v5 enhanced authentication was asked for (not offered: the certificate is it).
     auth_method: bool,
 }
@@ -434,14 +551,33 @@ impl ConnectInfo {
                 keep_alive: c.keep_alive(),
                 client_id_empty: c.client_id().is_empty(),
                 clean: c.clean_session(),
-                will_topic: c.will_topic().map(str::to_owned),
+                will: Will::of(
+                    c.will_topic(),
+                    c.will_payload(),
+                    c.will_qos(),
+                    c.will_retain(),
+                ),
+                session_expiry: 0,
                 auth_method: false,
             }),
             Packet::V5_0Connect(c) => Some(Self {
                 keep_alive: c.keep_alive(),
                 client_id_empty: c.client_id().is_empty(),
                 clean: c.clean_start(),
-                will_topic: c.will_topic().map(str::to_owned),
+                will: Will::of(
+                    c.will_topic(),
+                    c.will_payload(),
+                    c.will_qos(),
+                    c.will_retain(),
+                ),
+                session_expiry: c
+                    .props()
+                    .iter()
+                    .find_map(|p| match p {
+                        Property::SessionExpiryInterval(e) => Some(e.val()),
+                        _ => None,
+                    })
+                    .unwrap_or(0),
                 auth_method: c
                     .props()
                     .iter()
@@ -452,8 +588,30 @@ impl ConnectInfo {
     }
 }
 
+/// A will message from CONNECT: recorded as a device event if the connection ends
+/// without a normal DISCONNECT (v5: also on DISCONNECT with reason 0x04).
+struct Will {
+    topic: String,
+    payload: Vec<u8>,
+    qos: Qos,
+    retain: bool,
+}
+
+impl Will {
+    fn of(topic: Option<&str>, payload: Option<&[u8]>, qos: Qos, retain: bool) -> Option<Self> {
+        Some(Self {
+            topic: topic?.to_owned(),
+            payload: payload.unwrap_or_default().to_vec(),
+            qos,
+            retain,
+        })
+    }
+}
+
 enum ConnectRefusal {
     NotAuthorized,
+    QosNotSupported,
+    RetainNotSupported,
     ServerUnavailable,
     BadAuthenticationMethod,
     IdentifierRejected,
@@ -466,6 +624,8 @@ fn refuse_connect<S: AsyncRead + AsyncWrite + Unpin>(io: &mut Io<S>, why: Connec
             ConnectRefusal::ServerUnavailable => ConnectReasonCode::ServerUnavailable,
             ConnectRefusal::BadAuthenticationMethod => ConnectReasonCode::BadAuthenticationMethod,
             ConnectRefusal::IdentifierRejected => ConnectReasonCode::ClientIdentifierNotValid,
+            ConnectRefusal::QosNotSupported => ConnectReasonCode::QosNotSupported,
+            ConnectRefusal::RetainNotSupported => ConnectReasonCode::RetainNotSupported,
         };
         v5_0::Connack::builder()
             .session_present(false)
@@ -493,6 +653,8 @@ fn accept_connect<S: AsyncRead + AsyncWrite + Unpin>(
     info: &ConnectInfo,
     keep_alive: u64,
     device: &DeviceId,
+    session_present: bool,
+    session_expiry: u64,
 ) {
     let packet = if io.is_v5() {
         // Maximum Packet Size and Receive Maximum are added by the engine from its options.
@@ -514,15 +676,22 @@ fn accept_connect<S: AsyncRead + AsyncWrite + Unpin>(
         if info.client_id_empty {
             push(pkt::AssignedClientIdentifier::new(device.as_str()).map(Property::from));
         }
+        if u64::from(info.session_expiry) != session_expiry {
+            // The hub caps the expiry: say which one applies.
+            push(
+                pkt::SessionExpiryInterval::new(u32::try_from(session_expiry).unwrap_or(u32::MAX))
+                    .map(Property::from),
+            );
+        }
         v5_0::Connack::builder()
-            .session_present(false)
+            .session_present(session_present)
             .reason_code(ConnectReasonCode::Success)
             .props(props)
             .build()
             .map(Packet::from)
     } else {
         v3_1_1::Connack::builder()
-            .session_present(false)
+            .session_present(session_present)
             .return_code(ConnectReturnCode::Accepted)
             .build()
             .map(Packet::from)
@@ -581,6 +750,23 @@ struct Live<'a, S> {
     /// Seqs sent from the database when the subscription was made, so the same
     /// command arriving through the fleet queue as well is not sent twice.
     loaded: HashSet<u64>,
+    /// SHA-256 of the certificate this connection presented.
+    fingerprint: String,
+    /// `devices/{id}/certificate`.
+    certificate_topic: String,
+    /// Recorded when the connection ends ungracefully; dropped by a normal DISCONNECT.
+    will: Option<Will>,
+    /// Seconds the session outlives the connection (0: it ends with it).
+    session_expiry: u64,
+    /// The hub is shutting down (the will is not the device's doing then).
+    hub_stopping: bool,
+    /// One refused renewal per connection is audited; more are only logged.
+    renewal_refusal_audited: bool,
+    /// This connection's number in the fleet registry.
+    registration: u64,
+    /// A row for this session may exist in `mqtt_sessions` (restored or saved), so a
+    /// session that ends with the connection must delete it.
+    stored: bool,
 }
 
 /// The commit result of the oldest pending message (never resolves if it has none).
@@ -636,6 +822,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                     self.end = Some(End::Now(Some(reason)));
                 }
                 _ = stop.changed() => {
+                    self.hub_stopping = true;
                     self.end = Some(End::Now(Some(DisconnectReasonCode::ServerShuttingDown)));
                 }
                 committed = front_ack(&mut self.pending), if awaiting_commit => {
@@ -730,11 +917,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
             }
             Packet::V3_1_1Unsubscribe(u) => {
                 let filters = u.entries().iter().map(|f| f.as_str().to_owned()).collect();
-                self.on_unsubscribe(u.packet_id(), filters);
+                self.on_unsubscribe(u.packet_id(), filters).await;
             }
             Packet::V5_0Unsubscribe(u) => {
                 let filters = u.entries().iter().map(|f| f.as_str().to_owned()).collect();
-                self.on_unsubscribe(u.packet_id(), filters);
+                self.on_unsubscribe(u.packet_id(), filters).await;
             }
             Packet::V3_1_1Puback(a) => self.on_puback(a.packet_id(), true).await,
             Packet::V5_0Puback(a) => {
@@ -748,7 +935,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
             }
             // PINGRESP is sent by the engine; the packet only refreshes `last_heard`.
             Packet::V3_1_1Pingreq(_) | Packet::V5_0Pingreq(_) => {}
-            Packet::V3_1_1Disconnect(_) | Packet::V5_0Disconnect(_) => {
+            Packet::V3_1_1Disconnect(_) => {
+                self.will = None; // a normal DISCONNECT discards the will
+                self.end = Some(End::Now(None));
+            }
+            Packet::V5_0Disconnect(d) => {
+                if d.reason_code() != Some(DisconnectReasonCode::DisconnectWithWillMessage) {
+                    self.will = None;
+                }
+                // v5 may shorten (or, from non-zero, change) the session expiry.
+                if self.session_expiry > 0
+                    && let Some(expiry) = d.props().iter().flatten().find_map(|p| match p {
+                        Property::SessionExpiryInterval(e) => Some(e.val()),
+                        _ => None,
+                    })
+                {
+                    self.session_expiry =
+                        u64::from(expiry).min(self.shared.limits.mqtt_session_expiry_max_secs);
+                }
                 self.end = Some(End::Now(None));
             }
             other => {
@@ -826,15 +1030,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                     DisconnectReasonCode::NotAuthorized,
                 );
             }
-            Some(OwnTopic::Events) => {
-                if let Err(e) = self.on_event(payload).await {
+            Some(OwnTopic::Events) => match self.on_event(payload).await {
+                Err(e) => {
                     // Not recorded: no PUBACK; the device sends it again.
-                    tracing::warn!(device = %self.device, "could not record a command result: {e}");
+                    tracing::warn!(device = %self.device, "could not record an event: {e}");
                     self.end = Some(End::Now(Some(DisconnectReasonCode::UnspecifiedError)));
-                    return;
                 }
-                ack_after(&mut self.pending);
-            }
+                Ok(true) => ack_after(&mut self.pending),
+                Ok(false) => self.refuse(
+                    qos,
+                    packet_id,
+                    PubackReasonCode::PayloadFormatInvalid,
+                    DisconnectReasonCode::PayloadFormatInvalid,
+                ),
+            },
+            Some(OwnTopic::CertificateCsr) => match self.on_csr(payload).await {
+                Err(e) => {
+                    tracing::warn!(device = %self.device, "certificate renewal failed: {e}");
+                    self.end = Some(End::Now(Some(DisconnectReasonCode::UnspecifiedError)));
+                }
+                Ok(None) => ack_after(&mut self.pending),
+                Ok(Some((puback, disconnect))) => self.refuse(qos, packet_id, puback, disconnect),
+            },
             Some(OwnTopic::State) => {
                 if let Err(e) = self.on_state(payload).await {
                     tracing::warn!(device = %self.device, "could not record the device's version: {e}");
@@ -932,12 +1149,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                 .map(Packet::from)
         };
         self.io.send(packet);
+        if self.session_expiry > 0 {
+            self.save_session().await;
+        }
         if !was_listening && self.commands_qos().is_some() {
             self.start_listening().await;
         }
     }
 
-    fn on_unsubscribe(&mut self, packet_id: u16, filters: Vec<String>) {
+    async fn on_unsubscribe(&mut self, packet_id: u16, filters: Vec<String>) {
         let codes = filters
             .iter()
             .map(
@@ -967,16 +1187,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
             self.listening.store(false, Ordering::Release);
             self.outbox.clear();
         }
+        if self.session_expiry > 0 {
+            self.save_session().await;
+        }
     }
 
     /// The QoS at which commands reach the device: the highest granted to a filter
     /// covering its commands topic, or `None` when none covers it.
     fn commands_qos(&self) -> Option<Qos> {
-        self.subscriptions
-            .iter()
-            .filter(|(filter, _)| filter_matches(filter, &self.commands_topic))
-            .map(|(_, qos)| *qos)
-            .max_by_key(|qos| *qos as u8)
+        self.qos_for(&self.commands_topic)
     }
 
     /// The device now listens for commands: tell the fleet, then send what is pending
@@ -1054,26 +1273,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                 None
             };
             let topic = self.commands_topic.clone();
-            let packet = if self.io.is_v5() {
-                let builder = v5_0::Publish::builder().topic_name(topic).map(|b| {
-                    let b = b.qos(qos).payload(payload);
-                    match packet_id {
-                        Some(id) => b.packet_id(id),
-                        None => b,
-                    }
-                });
-                builder.and_then(|b| b.build()).map(Packet::from)
-            } else {
-                let builder = v3_1_1::Publish::builder().topic_name(topic).map(|b| {
-                    let b = b.qos(qos).payload(payload);
-                    match packet_id {
-                        Some(id) => b.packet_id(id),
-                        None => b,
-                    }
-                });
-                builder.and_then(|b| b.build()).map(Packet::from)
-            };
-            self.io.send(packet);
+            self.publish(topic, payload, qos, packet_id);
             if let Some(id) = packet_id {
                 self.outbound.insert(id, seq);
             }
@@ -1137,27 +1337,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
         Ok(())
     }
 
-    /// An event: if it is a command result, validate and record it.
-    async fn on_event(&mut self, payload: &[u8]) -> crate::error::Result<()> {
+    /// An event: a command result is validated and recorded against its command;
+    /// any other event must be valid ([`events::validate`]) and is stored. False: the
+    /// event is refused (too large, not a JSON object, no valid name).
+    async fn on_event(&mut self, payload: &[u8]) -> crate::error::Result<bool> {
         if payload.len() > MAX_EVENT_BYTES {
-            tracing::info!(device = %self.device, "event larger than {MAX_EVENT_BYTES} bytes not read");
-            return Ok(());
+            tracing::info!(device = %self.device, "event larger than {MAX_EVENT_BYTES} bytes refused");
+            return Ok(false);
         }
-        let Ok(serde_json::Value::Object(event)) = serde_json::from_slice(payload) else {
-            tracing::info!(device = %self.device, "event that is not a JSON object ignored");
-            return Ok(());
+        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            tracing::info!(device = %self.device, "event that is not JSON refused");
+            return Ok(false);
         };
-        let seq = match event.get("command_seq") {
-            None | Some(serde_json::Value::Null) => return Ok(()), // not a command result
-            Some(v) => v.as_u64(),
+        let is_result = doc.get("command_seq").is_some_and(|v| !v.is_null());
+        if !is_result {
+            return match events::validate(&doc) {
+                Ok(name) => {
+                    events::record(
+                        &self.shared.db,
+                        &self.device,
+                        EventSource::Device,
+                        &name,
+                        &doc,
+                    )
+                    .await?;
+                    Ok(true)
+                }
+                Err(why) => {
+                    tracing::info!(device = %self.device, "event refused: {why:?}");
+                    Ok(false)
+                }
+            };
+        }
+        let serde_json::Value::Object(event) = doc else {
+            return Ok(false);
         };
+        let seq = event.get("command_seq").and_then(serde_json::Value::as_u64);
         let result = event
             .get("result")
             .and_then(serde_json::Value::as_str)
             .and_then(CommandResult::parse);
         let (Some(seq), Some(result)) = (seq, result) else {
             tracing::info!(device = %self.device, "malformed command result ignored");
-            return Ok(());
+            return Ok(true);
         };
         let reason: Option<String> =
             event
@@ -1205,7 +1427,223 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                 tracing::info!(device = %self.device, seq, "result for a command this device does not have ignored");
             }
         }
+        Ok(true)
+    }
+
+    /// A certificate renewal request (AUTH-10, ENC-3): a PEM CSR made on the device
+    /// with a new key. The hub issues a certificate for THIS device (names from the
+    /// hub, never from the CSR), records it — the certificate of this connection stays
+    /// accepted until the new one is first used — audits it and publishes it on
+    /// `devices/{id}/certificate`. `Some(reasons)`: refused.
+    async fn on_csr(
+        &mut self,
+        payload: &[u8],
+    ) -> crate::error::Result<Option<(PubackReasonCode, DisconnectReasonCode)>> {
+        let invalid = Some((
+            PubackReasonCode::PayloadFormatInvalid,
+            DisconnectReasonCode::PayloadFormatInvalid,
+        ));
+        if payload.len() > MAX_CSR_BYTES {
+            return Ok(invalid);
+        }
+        let Ok(csr) = std::str::from_utf8(payload) else {
+            return Ok(invalid);
+        };
+        if self.qos_for(&self.certificate_topic).is_none() {
+            // The certificate could not be delivered: sign nothing.
+            tracing::info!(device = %self.device, "renewal refused: not subscribed to its certificate topic");
+            return Ok(Some((
+                PubackReasonCode::ImplementationSpecificError,
+                DisconnectReasonCode::ImplementationSpecificError,
+            )));
+        }
+        let now = crate::db::now();
+        let db = &self.shared.db;
+        if let Err(refusal) = db
+            .renewal_allowed(&self.device, &self.fingerprint, now)
+            .await?
+        {
+            self.renewal_refused(&refusal.describe()).await?;
+            let codes = match refusal {
+                RenewalRefusal::TooEarly { .. } | RenewalRefusal::TooOften => (
+                    PubackReasonCode::QuotaExceeded,
+                    DisconnectReasonCode::QuotaExceeded,
+                ),
+                RenewalRefusal::NotActive | RenewalRefusal::Superseded => (
+                    PubackReasonCode::NotAuthorized,
+                    DisconnectReasonCode::NotAuthorized,
+                ),
+            };
+            return Ok(Some(codes));
+        }
+        let lifetime = self.shared.limits.device_cert_lifetime_secs;
+        let cert = match self
+            .shared
+            .hub_ca
+            .issue_device_for(csr, self.device.as_str(), lifetime)
+        {
+            Ok(cert) => cert,
+            Err(e) => {
+                self.renewal_refused(&format!("CSR not valid: {e}")).await?;
+                return Ok(invalid);
+            }
+        };
+        let recorded = db
+            .record_renewed_certificate(
+                &self.device,
+                &self.fingerprint,
+                &cert.sha256,
+                cert.not_after,
+                now,
+            )
+            .await?;
+        if !recorded {
+            // Revoked (or renewed through another connection) since the check.
+            self.renewal_refused("device no longer active").await?;
+            return Ok(Some((
+                PubackReasonCode::NotAuthorized,
+                DisconnectReasonCode::NotAuthorized,
+            )));
+        }
+        accounts::audit(
+            db,
+            &self.device_actor(),
+            "device.certificate.renew",
+            self.device.as_str(),
+            Outcome::Success,
+            &format!(
+                "certificate sha256 {} (until {}); previous {} accepted until first use",
+                cert.sha256, cert.not_after, self.fingerprint
+            ),
+        )
+        .await?;
+        let body = serde_json::json!({
+            "certificate_pem": cert.cert_pem,
+            "sha256": cert.sha256,
+            "not_after": cert.not_after,
+        });
+        let topic = self.certificate_topic.clone();
+        // QoS 0 needs no packet id: if it is lost with the connection, the device
+        // asks again (its old certificate stays accepted).
+        self.publish(topic, body.to_string().into_bytes(), Qos::AtMostOnce, None);
+        tracing::info!(device = %self.device, sha256 = %cert.sha256, "device certificate renewed");
+        Ok(None)
+    }
+
+    fn device_actor(&self) -> Actor {
+        Actor {
+            name: format!("device:{}", self.device),
+            source: self.peer.ip().to_string(),
+        }
+    }
+
+    /// Audit the first refused renewal of this connection (later ones only log, so a
+    /// device cannot flood the audit log).
+    async fn renewal_refused(&mut self, why: &str) -> crate::error::Result<()> {
+        tracing::info!(device = %self.device, "certificate renewal refused: {why}");
+        if !self.renewal_refusal_audited {
+            self.renewal_refusal_audited = true;
+            accounts::audit(
+                &self.shared.db,
+                &self.device_actor(),
+                "device.certificate.renew",
+                self.device.as_str(),
+                Outcome::Denied,
+                why,
+            )
+            .await?;
+        }
         Ok(())
+    }
+
+    /// The QoS at which a message on `topic` reaches the device: the highest granted
+    /// to a filter covering it, or `None` when none covers it.
+    fn qos_for(&self, topic: &str) -> Option<Qos> {
+        self.subscriptions
+            .iter()
+            .filter(|(filter, _)| filter_matches(filter, topic))
+            .map(|(_, qos)| *qos)
+            .max_by_key(|qos| *qos as u8)
+    }
+
+    /// Build and send one PUBLISH to the device.
+    fn publish(&mut self, topic: String, payload: Vec<u8>, qos: Qos, packet_id: Option<u16>) {
+        let packet = if self.io.is_v5() {
+            let builder = v5_0::Publish::builder().topic_name(topic).map(|b| {
+                let b = b.qos(qos).payload(payload);
+                match packet_id {
+                    Some(id) => b.packet_id(id),
+                    None => b,
+                }
+            });
+            builder.and_then(|b| b.build()).map(Packet::from)
+        } else {
+            let builder = v3_1_1::Publish::builder().topic_name(topic).map(|b| {
+                let b = b.qos(qos).payload(payload);
+                match packet_id {
+                    Some(id) => b.packet_id(id),
+                    None => b,
+                }
+            });
+            builder.and_then(|b| b.build()).map(Packet::from)
+        };
+        self.io.send(packet);
+    }
+
+    /// Store the session's subscriptions (it outlives the connection).
+    async fn save_session(&mut self) {
+        let subs: Vec<(String, u8)> = self
+            .subscriptions
+            .iter()
+            .map(|(f, q)| (f.clone(), *q as u8))
+            .collect();
+        let expires_at =
+            crate::db::now().saturating_add(i64::try_from(self.session_expiry).unwrap_or(i64::MAX));
+        if let Err(e) = self
+            .shared
+            .db
+            .save_mqtt_session(&self.device, &subs, expires_at)
+            .await
+        {
+            tracing::warn!(device = %self.device, "could not store the MQTT session: {e}");
+        }
+        self.stored = true;
+    }
+
+    /// The connection has ended: record the will if it ended ungracefully, and keep
+    /// the session for its expiry or forget it.
+    async fn end_session(&mut self) {
+        if let Some(will) = self.will.take()
+            && !self.hub_stopping
+        {
+            let leaf = self.topics.leaf(&will.topic).unwrap_or("").to_owned();
+            let doc = events::will_document(&leaf, &will.payload, MAX_EVENT_BYTES);
+            if let Err(e) = events::record(
+                &self.shared.db,
+                &self.device,
+                EventSource::Will,
+                events::WILL_EVENT,
+                &doc,
+            )
+            .await
+            {
+                tracing::warn!(device = %self.device, "could not record the will message: {e}");
+            }
+        }
+        if !self
+            .shared
+            .fleet
+            .is_current(&self.device, self.registration)
+        {
+            // Taken over by a newer connection (which owns the session now) or dropped
+            // by revocation: leave the stored session alone.
+        } else if self.session_expiry > 0 {
+            self.save_session().await;
+        } else if self.stored
+            && let Err(e) = self.shared.db.delete_mqtt_session(&self.device).await
+        {
+            tracing::warn!(device = %self.device, "could not delete the MQTT session: {e}");
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Topic authorisation for devices (ACC-2, DESIGN.md invariant 6): a device publishes
-//! only to `devices/{its id}/telemetry`, `…/events` and `…/state`, and subscribes only
+//! only to `devices/{its id}/telemetry`, `…/events`, `…/state` and
+//! `…/certificate/csr` (renewal), and subscribes only
 //! to filters strictly under `devices/{its id}/` — never a wildcard at or above its id
 //! level, never a shared subscription. The hub publishes commands on
 //! `devices/{id}/commands` to a device whose subscriptions cover it ([`filter_matches`]).
@@ -14,6 +15,8 @@ pub enum OwnTopic {
     Telemetry,
     Events,
     State,
+    /// `devices/{id}/certificate/csr`: a certificate renewal request (PEM CSR).
+    CertificateCsr,
 }
 
 /// The topics of one device.
@@ -37,6 +40,7 @@ impl DeviceTopics {
             "telemetry" => Some(OwnTopic::Telemetry),
             "events" => Some(OwnTopic::Events),
             "state" => Some(OwnTopic::State),
+            "certificate/csr" => Some(OwnTopic::CertificateCsr),
             _ => None,
         }
     }
@@ -44,6 +48,16 @@ impl DeviceTopics {
     /// `devices/{id}/commands`: where the hub sends the device its commands.
     pub fn commands(&self) -> String {
         format!("{}commands", self.prefix)
+    }
+
+    /// `devices/{id}/certificate`: where the hub sends a renewed certificate.
+    pub fn certificate(&self) -> String {
+        format!("{}certificate", self.prefix)
+    }
+
+    /// The last part of one of the device's topics (`telemetry`, `state`, …).
+    pub fn leaf<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        topic.strip_prefix(self.prefix.as_str())
     }
 
     /// Whether the device may publish to `topic`.
@@ -138,8 +152,14 @@ mod tests {
             topics.publish(&format!("devices/{a}/state")),
             Some(OwnTopic::State)
         );
+        assert_eq!(
+            topics.publish(&format!("devices/{a}/certificate/csr")),
+            Some(OwnTopic::CertificateCsr)
+        );
         for forbidden in [
             format!("devices/{b}/telemetry"),
+            format!("devices/{b}/certificate/csr"),
+            format!("devices/{a}/certificate"),
             format!("devices/{a}/commands"),
             format!("devices/{a}/telemetry/x"),
             format!("devices/{a}"),

@@ -110,6 +110,15 @@ pub const CATEGORIES: &[Category] = &[
         encrypted: false,
     },
     Category {
+        name: "Device events and sessions",
+        tables: "device_events, mqtt_sessions",
+        what: "events your devices report (an event name and its details, at most 200 kept per device), the last message of a device that lost its connection, and the topics a device listens on between connections",
+        purpose: "to show what happened on your devices and deliver commands after a reconnect",
+        retention: "the newest 200 events per device; a session until it expires (at most 7 days by default)",
+        personal: true,
+        encrypted: false,
+    },
+    Category {
         name: "Commands to devices",
         tables: "commands",
         what: "command name, arguments, who sent it, delivery and result",

@@ -142,10 +142,11 @@ pub async fn enroll(
         return Err(WebError::Denied(CLAIM_NOT_VALID.into()));
     };
     let device_id = DeviceId::generate();
-    let cert = match state
-        .hub_ca
-        .issue_device(&request.csr_pem, device_id.as_str())
-    {
+    let cert = match state.hub_ca.issue_device_for(
+        &request.csr_pem,
+        device_id.as_str(),
+        state.config.limits.device_cert_lifetime_secs,
+    ) {
         Ok(cert) => cert,
         Err(e) => {
             tracing::info!(%ip, "enrolment CSR refused: {e}");
@@ -474,5 +475,22 @@ pub async fn list_commands(
             .db
             .recent_commands(&device.id, RECENT_COMMANDS)
             .await?,
+    ))
+}
+
+/// Events stored per device and listed by the API, at most.
+const RECENT_EVENTS: i64 = crate::db::device_events::MAX_EVENTS_PER_DEVICE;
+
+/// `GET /api/v1/devices/{id}/events`: the device's stored events (what it reported on
+/// `devices/{id}/events`, and will messages of ungraceful disconnects), newest first
+/// (staff, or the device's owner).
+pub async fn list_events(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<crate::db::device_events::DeviceEvent>>, WebError> {
+    let device = visible_device(&state, &p, &id).await?;
+    Ok(Json(
+        state.db.device_events(&device.id, RECENT_EVENTS).await?,
     ))
 }

@@ -306,6 +306,12 @@ fn routes(state: AppState) -> Routes {
             Signed,
             post(privacy::set_marketing),
         )
+        .add(
+            "GET",
+            "/api/v1/devices/{id}/events",
+            Signed,
+            get(devices::list_events),
+        )
         // The claim code in the body is the credential (AUTH-2); see `middleware::csrf`.
         .add("POST", devices::ENROL_PATH, Public, post(devices::enroll))
 }

@@ -91,6 +91,8 @@ pub struct DevicePage {
     pub chart_width: String,
     pub chart_height: String,
     pub messages: Vec<(String, String)>,
+    /// Stored device events: (time, name, source, document shortened).
+    pub events: Vec<(String, String, String, String)>,
     pub audit: Vec<AuditRow>,
 }
 
@@ -303,6 +305,25 @@ pub async fn detail(
             (pages::fmt_time(at.div_euclid(1000)), shown)
         })
         .collect();
+    let events = state
+        .db
+        .device_events(&device.id, RECENT_MESSAGES as i64)
+        .await?
+        .into_iter()
+        .map(|e| {
+            let doc = e.payload.to_string();
+            let mut shown: String = doc.chars().take(MAX_PAYLOAD_CHARS).collect();
+            if doc.chars().count() > MAX_PAYLOAD_CHARS {
+                shown.push('…');
+            }
+            (
+                pages::fmt_time(e.received_at_ms.div_euclid(1000)),
+                e.name,
+                e.source,
+                shown,
+            )
+        })
+        .collect();
     let audit = state
         .db
         .audit_entries_for_target(device.id.as_str(), AUDIT_ENTRIES)
@@ -370,6 +391,7 @@ pub async fn detail(
         chart_width: format!("{:.0}", chart::WIDTH),
         chart_height: format!("{:.0}", chart::HEIGHT),
         messages,
+        events,
         audit,
     })
 }
