@@ -42,6 +42,9 @@ pub struct Limits {
     /// Reconnect backoff: first ceiling and cap (full jitter in between).
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    /// Factory reset: the whole attempt to tell the hub (connect, publish, PUBACK)
+    /// before the state is wiped anyway.
+    pub reset_notice_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -63,6 +66,7 @@ impl Default for Limits {
             queue_max_bytes: 4 * 1024 * 1024,
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(300),
+            reset_notice_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod commands;
 pub mod device_admin;
 pub mod device_views;
 pub mod devices;
+pub mod lifecycle;
 mod schema;
 pub mod sessions;
 pub mod tokens;

@@ -12,10 +12,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "accounts, sessions, audit, outbox", V1),
     (2, "product models, claim codes, devices, telemetry", V2),
     (3, "commands to devices", V3),
+    (5, "device agent version and ownership start", V5),
 ];
 
 /// The newest schema this binary understands.
-pub const LATEST_VERSION: i64 = 3;
+pub const LATEST_VERSION: i64 = 5;
 
 const V1: &str = r#"
 CREATE TABLE users (
@@ -162,6 +163,15 @@ CREATE TABLE commands (
     completed_at BIGINT,
     PRIMARY KEY (device_id, seq)
 );
+"#;
+
+/// The agent's own version beside the maker's firmware version (SUP-3), and when the
+/// current owner claimed the device: an owner sees only what the device sent, and what
+/// was done to it, since then (ACC-3). Owned devices get their enrolment time.
+const V5: &str = r#"
+ALTER TABLE devices ADD COLUMN agent_version TEXT NOT NULL DEFAULT '';
+ALTER TABLE devices ADD COLUMN owned_since BIGINT;
+UPDATE devices SET owned_since = created_at WHERE owner_id IS NOT NULL;
 "#;
 
 pub(super) async fn current_version(db: &Db) -> Result<i64> {

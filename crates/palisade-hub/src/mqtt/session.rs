@@ -35,7 +35,9 @@
 //!   commands; the first result is stored before the PUBACK, and a later "rejected"
 //!   for a command already answered (a replay the agent refused) is audited. Other
 //!   events and state (`…/state`) are authorised and acknowledged; of a state report only
-//!   the reported version is stored (SUP-3), of events only command results.
+//!   the reported versions are stored (SUP-3), of events only command results and the
+//!   factory-reset notice, which decommissions the device and closes the connection
+//!   ([`crate::devices_lifecycle`], DATA-3).
 //!
 //! Refusing a single message: MQTT 5 can say why per message (PUBACK reason codes 0x87
 //! not authorised, 0x97 quota exceeded — used for the rate limit, since 0x96 is a
@@ -826,6 +828,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                     DisconnectReasonCode::NotAuthorized,
                 );
             }
+            Some(OwnTopic::Events) if crate::devices_lifecycle::is_factory_reset(payload) => {
+                // DATA-3: decommissioned and audited before the PUBACK; then the
+                // connection is closed (no DISCONNECT, so the PUBACK is read first).
+                let source = self.peer.ip().to_string();
+                if let Err(e) =
+                    crate::devices_lifecycle::factory_reset(&self.shared.db, &self.device, &source)
+                        .await
+                {
+                    tracing::warn!(device = %self.device, "could not decommission after a reset: {e}");
+                    self.end = Some(End::Now(Some(DisconnectReasonCode::UnspecifiedError)));
+                    return;
+                }
+                ack_after(&mut self.pending);
+                self.end = Some(End::Graceful(None));
+            }
             Some(OwnTopic::Events) => {
                 if let Err(e) = self.on_event(payload).await {
                     // Not recorded: no PUBACK; the device sends it again.
@@ -1100,41 +1117,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
         }
     }
 
-    /// A state report: record the version the device runs (SUP-3) — `firmware_version`
-    /// if the device reports one, else the agent's own `agent_version` — so the console
-    /// and API can show it. Anything else in the report is not stored.
+    /// A state report: the maker's firmware version and the agent's version (SUP-3).
     async fn on_state(&mut self, payload: &[u8]) -> crate::error::Result<()> {
-        if payload.len() > MAX_EVENT_BYTES {
-            return Ok(());
-        }
-        let Ok(serde_json::Value::Object(state)) = serde_json::from_slice(payload) else {
-            return Ok(());
-        };
-        let printable = |v: &serde_json::Value| {
-            v.as_str()
-                .filter(|s| {
-                    !s.is_empty()
-                        && s.len() <= 64
-                        && s.chars().all(|c| c.is_ascii_graphic() || c == ' ')
-                })
-                .map(str::to_owned)
-        };
-        let version = state
-            .get("firmware_version")
-            .and_then(printable)
-            .or_else(|| {
-                state
-                    .get("agent_version")
-                    .and_then(printable)
-                    .map(|v| format!("agent {v}"))
-            });
-        if let Some(version) = version {
-            self.shared
-                .db
-                .set_firmware_version(&self.device, &version)
-                .await?;
-        }
-        Ok(())
+        crate::devices_lifecycle::record_state(&self.shared.db, &self.device, payload).await
     }
 
     /// An event: if it is a command result, validate and record it.

@@ -174,6 +174,12 @@ fn routes(state: AppState) -> Routes {
             Staff,
             post(console::devices::revoke),
         )
+        .add(
+            "POST",
+            "/devices/{id}/release",
+            Signed,
+            post(console::devices::release),
+        )
         .add("GET", "/api/v1/openapi.json", Signed, get(api::openapi))
         .add("GET", "/api/v1/me", Signed, get(api::me))
         .add("GET", "/api/v1/users", Admin, get(api::users))
@@ -205,6 +211,12 @@ fn routes(state: AppState) -> Routes {
             "/api/v1/devices/{id}/revoke",
             Staff,
             post(devices::revoke),
+        )
+        .add(
+            "POST",
+            "/api/v1/devices/{id}/release",
+            Signed,
+            post(devices::release),
         )
         .add(
             "POST",
