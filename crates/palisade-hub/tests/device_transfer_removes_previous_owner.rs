@@ -148,7 +148,7 @@ async fn a_released_device_leaves_nothing_to_its_previous_owner() {
     assert_eq!(page.location(), "/devices?done=released");
     let released = db.device(&device).await.expect("db").expect("device");
     assert_eq!(released.owner_id, None);
-    assert_eq!(released.owned_since, None);
+    assert_eq!(released.owned_since_ms, None);
     assert!(
         db.telemetry(&device, 100).await.expect("db").is_empty(),
         "the previous owner's telemetry is deleted with the ownership"
@@ -192,7 +192,7 @@ async fn a_released_device_leaves_nothing_to_its_previous_owner() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert!(body["owned_since"].is_i64(), "{body}");
+    assert!(body["owned_since_ms"].is_i64(), "{body}");
     let page = bert.get(&format!("/devices/{id}")).await;
     assert_eq!(page.status, 200);
     for earlier in [

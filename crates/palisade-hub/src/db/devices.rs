@@ -79,8 +79,9 @@ pub struct Device {
     pub firmware_version: String,
     /// The Palisade agent's own version, as the device last reported it (SUP-3).
     pub agent_version: String,
-    /// When the current owner claimed the device (Unix seconds); `None` without owner.
-    pub owned_since: Option<i64>,
+    /// When the current owner claimed the device (Unix milliseconds, so that a release
+    /// and the next claim in the same second stay apart); `None` without owner.
+    pub owned_since_ms: Option<i64>,
     pub rejected_messages: i64,
     pub created_at: i64,
     pub last_seen_at: Option<i64>,
@@ -116,7 +117,7 @@ fn multi_row_insert(rows: usize) -> String {
 macro_rules! device_columns {
     () => {
         "id, product_id, status, cert_sha256, cert_not_after, owner_id, firmware_version, \
-         agent_version, owned_since, rejected_messages, created_at, last_seen_at"
+         agent_version, owned_since_ms, rejected_messages, created_at, last_seen_at"
     };
 }
 
@@ -132,7 +133,7 @@ pub(super) fn device_from_row(row: &AnyRow) -> Result<Device> {
             .and_then(|s| UserId::parse(&s)),
         firmware_version: row.try_get("firmware_version")?,
         agent_version: row.try_get("agent_version")?,
-        owned_since: row.try_get("owned_since")?,
+        owned_since_ms: row.try_get("owned_since_ms")?,
         rejected_messages: row.try_get("rejected_messages")?,
         created_at: row.try_get("created_at")?,
         last_seen_at: row.try_get("last_seen_at")?,

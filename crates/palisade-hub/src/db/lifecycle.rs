@@ -40,7 +40,7 @@ impl Db {
         // release racing a claim) cannot both act on one ownership.
         let owner: Option<String> = match by {
             Releaser::Owner(owner) => sqlx::query(
-                "UPDATE devices SET owner_id = NULL, owned_since = NULL WHERE id = $1 AND owner_id = $2 RETURNING id",
+                "UPDATE devices SET owner_id = NULL, owned_since_ms = NULL WHERE id = $1 AND owner_id = $2 RETURNING id",
             )
             .bind(id.as_str())
             .bind(owner.as_str())
@@ -59,7 +59,7 @@ impl Db {
                     Some(row) => {
                         let owner: String = row.try_get("owner_id")?;
                         sqlx::query(
-                            "UPDATE devices SET owner_id = NULL, owned_since = NULL WHERE id = $1 AND owner_id = $2 RETURNING id",
+                            "UPDATE devices SET owner_id = NULL, owned_since_ms = NULL WHERE id = $1 AND owner_id = $2 RETURNING id",
                         )
                         .bind(id.as_str())
                         .bind(&owner)
@@ -105,7 +105,7 @@ impl Db {
         // The pairing code moves to the next enrolment; the old row keeps a value that
         // no typed code hashes to (digests are hex), so it stays unique and unclaimable.
         let changed = sqlx::query(
-            "UPDATE devices SET status = 'decommissioned', owner_id = NULL, owned_since = NULL, \
+            "UPDATE devices SET status = 'decommissioned', owner_id = NULL, owned_since_ms = NULL, \
              pairing_code_hash = 'decommissioned:' || id WHERE id = $1 AND status = 'active'",
         )
         .bind(id.as_str())

@@ -170,8 +170,8 @@ CREATE TABLE commands (
 /// was done to it, since then (ACC-3). Owned devices get their enrolment time.
 const V5: &str = r#"
 ALTER TABLE devices ADD COLUMN agent_version TEXT NOT NULL DEFAULT '';
-ALTER TABLE devices ADD COLUMN owned_since BIGINT;
-UPDATE devices SET owned_since = created_at WHERE owner_id IS NOT NULL;
+ALTER TABLE devices ADD COLUMN owned_since_ms BIGINT;
+UPDATE devices SET owned_since_ms = created_at * 1000 WHERE owner_id IS NOT NULL;
 "#;
 
 pub(super) async fn current_version(db: &Db) -> Result<i64> {

@@ -516,22 +516,23 @@ pub async fn list_commands(
         .recent_commands(&device.id, RECENT_COMMANDS)
         .await?;
     // An owner sees what was sent during their ownership only (ACC-3).
-    let since = owner_view_since(&p, &device);
+    let since_ms = owner_view_since_ms(&p, &device);
     Ok(Json(
         commands
             .into_iter()
-            .filter(|c| c.created_at >= since)
+            .filter(|c| c.created_at.saturating_mul(1000) >= since_ms)
             .collect(),
     ))
 }
 
-/// From when (Unix seconds) the caller may see a device's history: everything for
+/// From when (Unix milliseconds) the caller may see a device's history: everything for
 /// staff, the start of their ownership for its owner, so nothing of a previous owner's
-/// time (or of an unowned gap) is shown to the next one (ACC-3).
-pub(crate) fn owner_view_since(p: &Principal, device: &Device) -> i64 {
+/// time (or of an unowned gap) is shown to the next one (ACC-3). Records kept in whole
+/// seconds are shown only if their second starts at or after it (in doubt, hidden).
+pub(crate) fn owner_view_since_ms(p: &Principal, device: &Device) -> i64 {
     if p.is_staff() {
         i64::MIN
     } else {
-        device.owned_since.unwrap_or(i64::MAX)
+        device.owned_since_ms.unwrap_or(i64::MAX)
     }
 }

@@ -14,7 +14,7 @@ use crate::db::device_admin::ClaimOutcome;
 use crate::db::devices::{Device, DeviceStatus, FieldKind};
 use crate::web::AppState;
 use crate::web::access::Principal;
-use crate::web::devices::{owner_view_since, release_device, revoke_device, visible_device};
+use crate::web::devices::{owner_view_since_ms, release_device, revoke_device, visible_device};
 use crate::web::error::WebError;
 use crate::web::pages::{self, AuditRow, Chrome};
 use askama::Template;
@@ -301,13 +301,13 @@ pub async fn detail(
     );
     // An owner sees only what arrived, and what happened, since they claimed the
     // device: nothing of a previous owner's time (ACC-3).
-    let since = owner_view_since(&p, &device);
+    let since_ms = owner_view_since_ms(&p, &device);
     let samples = if staff {
         state.db.telemetry(&device.id, chart::MAX_SAMPLES).await?
     } else {
         state
             .db
-            .telemetry_since(&device.id, since.saturating_mul(1000), chart::MAX_SAMPLES)
+            .telemetry_since(&device.id, since_ms, chart::MAX_SAMPLES)
             .await?
     };
     let charts = chart::charts(&specs, &samples, pages::fmt_time);
@@ -322,12 +322,26 @@ pub async fn detail(
             (pages::fmt_time(at.div_euclid(1000)), shown)
         })
         .collect();
-    let audit = state
+    let entries = state
         .db
         .audit_entries_for_target(device.id.as_str(), AUDIT_ENTRIES)
-        .await?
+        .await?;
+    // For an owner, the ownership starts at the newest successful claim (entries are in
+    // append order, so this also separates a release and a claim in the same second);
+    // if that claim is older than the page, every entry shown is newer than it.
+    let first_seq = if staff {
+        i64::MIN
+    } else {
+        entries
+            .iter()
+            .filter(|e| e.action == "device.claim" && e.outcome == "success")
+            .map(|e| e.seq)
+            .max()
+            .unwrap_or(i64::MIN)
+    };
+    let audit = entries
         .into_iter()
-        .filter(|e| e.at >= since)
+        .filter(|e| e.at >= since_ms.div_euclid(1000) && e.seq >= first_seq)
         .map(|e| AuditRow {
             seq: e.seq,
             at: pages::fmt_time(e.at),
