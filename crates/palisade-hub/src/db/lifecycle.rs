@@ -48,8 +48,11 @@ impl Db {
             .await?
             .map(|_| owner.as_str().to_owned()),
             Releaser::Staff => {
+                // A no-op write that reads the owner: it takes the write lock first (two
+                // SQLite readers upgrading at once fail with "database is locked") and
+                // the row lock on PostgreSQL, so the update below acts on this owner.
                 let current = sqlx::query(
-                    "SELECT owner_id FROM devices WHERE id = $1 AND owner_id IS NOT NULL",
+                    "UPDATE devices SET owner_id = owner_id WHERE id = $1 AND owner_id IS NOT NULL RETURNING owner_id",
                 )
                 .bind(id.as_str())
                 .fetch_optional(&mut *tx)
@@ -93,11 +96,14 @@ impl Db {
     pub async fn decommission_device(&self, id: &DeviceId) -> Result<Option<Cleared>> {
         let at = now();
         let mut tx = self.pool().begin().await?;
-        let current =
-            sqlx::query("SELECT owner_id FROM devices WHERE id = $1 AND status = 'active'")
-                .bind(id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
+        // A no-op write that reads the owner, as in `release_device`: of two concurrent
+        // decommissions one waits for the other and then finds the device not active.
+        let current = sqlx::query(
+            "UPDATE devices SET status = status WHERE id = $1 AND status = 'active' RETURNING owner_id",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(current) = current else {
             return Ok(None);
         };
