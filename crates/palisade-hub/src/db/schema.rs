@@ -18,6 +18,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// The newest schema this binary understands.
 pub const LATEST_VERSION: i64 = 5;
 
+/// How many migrations there are (versions may have gaps while branches are merged).
+pub const MIGRATION_COUNT: i64 = MIGRATIONS.len() as i64;
+
 const V1: &str = r#"
 CREATE TABLE users (
     id TEXT PRIMARY KEY,
