@@ -49,6 +49,9 @@ pub struct Limits {
     pub renew_retry: Duration,
     /// How long the hub has to answer a renewal request.
     pub renew_answer_timeout: Duration,
+    /// Factory reset: the whole attempt to tell the hub (connect, publish, PUBACK)
+    /// before the state is wiped anyway.
+    pub reset_notice_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -73,6 +76,7 @@ impl Default for Limits {
             renew_remaining_percent: 33,
             renew_retry: Duration::from_secs(600),
             renew_answer_timeout: Duration::from_secs(60),
+            reset_notice_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -69,9 +69,18 @@ enum Command {
         /// is left (1-50; the hub accepts a renewal once half the lifetime has passed).
         #[arg(long, value_name = "PERCENT", default_value_t = 33)]
         renew_remaining_percent: u8,
+        /// The maker's firmware version this device runs, reported to the hub next to
+        /// the agent's own version (kept in the state directory for later runs).
+        #[arg(long, value_name = "VERSION", conflicts_with = "firmware_version_file")]
+        firmware_version: Option<String>,
+        /// Read the maker's firmware version from this file (e.g. /etc/os-release's
+        /// VERSION_ID written by the build) at every start.
+        #[arg(long, value_name = "PATH")]
+        firmware_version_file: Option<PathBuf>,
     },
-    /// Factory reset: overwrite and delete the device key, delete the certificate,
-    /// configuration, command state and queued telemetry.
+    /// Factory reset: tell the hub (it decommissions the device; at most 10 s), then
+    /// overwrite and delete the device key and delete the certificate, configuration,
+    /// firmware version, command state and queued telemetry, whatever the hub answered.
     Reset {
         #[arg(long, value_name = "DIR")]
         state_dir: PathBuf,
@@ -200,7 +209,22 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             interval,
             queue_max_records,
             renew_remaining_percent,
+            firmware_version,
+            firmware_version_file,
         } => {
+            let firmware = match (firmware_version, firmware_version_file) {
+                (Some(v), _) => Some(v),
+                (None, Some(path)) => {
+                    let bytes = palisade_agent::fsutil::read_bounded(&path, 1024)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    Some(String::from_utf8_lossy(&bytes).into_owned())
+                }
+                (None, None) => None,
+            };
+            if let Some(v) = firmware {
+                palisade_agent::run::set_firmware_version(&state_dir, &v)
+                    .context("--firmware-version")?;
+            }
             let mut limits = Limits::default();
             if !(1..=50).contains(&renew_remaining_percent) {
                 bail!("--renew-remaining-percent must be between 1 and 50");
@@ -301,7 +325,21 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Reset { state_dir } => {
-            let wiped = palisade_agent::reset::reset(&state_dir)?;
+            use palisade_agent::reset::HubNotice;
+            let report = runtime.block_on(palisade_agent::reset::factory_reset(
+                &state_dir,
+                &Limits::default(),
+            ))?;
+            match &report.hub {
+                HubNotice::Acknowledged => {
+                    println!("the hub was told: it has decommissioned this device");
+                }
+                HubNotice::Failed(why) => println!(
+                    "the hub could not be told ({why}); wiping anyway. The owner can release the device in the hub's console."
+                ),
+                HubNotice::NotEnrolled => {}
+            }
+            let wiped = report.wiped;
             if wiped.is_empty() {
                 println!("nothing to wipe in {}", state_dir.display());
             } else {

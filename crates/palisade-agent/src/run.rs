@@ -72,6 +72,8 @@ struct Agent {
     queue: DiskQueue,
     guard: CommandGuard,
     not_after: i64,
+    /// The maker's firmware version, reported beside the agent's own (SUP-3).
+    firmware_version: Option<String>,
     started: Instant,
     commands_window: (Instant, u32),
     state: StateDir,
@@ -82,6 +84,15 @@ struct Agent {
     renew_not_before: Instant,
     /// Set when a renewed certificate has been stored during this session.
     renewed: bool,
+}
+
+/// Save the maker's firmware version in the state directory (SUP-3), to be reported
+/// next to the agent's own version from the next connection on. Takes the directory's
+/// lock, so it refuses while another agent runs there.
+pub fn set_firmware_version(state_dir: &std::path::Path, version: &str) -> Result<()> {
+    let state = StateDir::new(state_dir);
+    let _lock = state.lock()?;
+    state.save_firmware_version(version)
 }
 
 /// Run until `shutdown` becomes true.
@@ -112,6 +123,7 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
         opts.limits.queue_max_bytes,
     )?;
     let guard = CommandGuard::open(state.root())?;
+    let firmware_version = state.firmware_version()?;
     tracing::info!(
         device_id = %config.device_id,
         hub = %target.peer(),
@@ -125,6 +137,7 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
         queue,
         guard,
         not_after: config.not_after,
+        firmware_version,
         started: Instant::now(),
         commands_window: (Instant::now(), 0),
         state,
@@ -533,7 +546,7 @@ impl Agent {
 
     fn state_document(&self, status: &str) -> Value {
         let counters = self.queue.counters();
-        json!({
+        let mut doc = json!({
             "status": status,
             "agent_version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": self.started.elapsed().as_secs(),
@@ -542,7 +555,11 @@ impl Agent {
             "queue_refused": counters.refused,
             "last_command_seq": self.guard.last_seq(),
             "certificate_not_after": self.not_after,
-        })
+        });
+        if let (Some(v), Some(map)) = (&self.firmware_version, doc.as_object_mut()) {
+            map.insert("firmware_version".into(), Value::String(v.clone()));
+        }
+        doc
     }
 
     /// Publish the agent's state on `devices/{id}/state` (QoS 1, not queued: it is a

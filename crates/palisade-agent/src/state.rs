@@ -9,6 +9,7 @@
 //! | `agent.json` | [`AgentConfig`]: device id, hub URL, MQTT host and port, certificate expiry |
 //! | `renewal.json`, `device.key.old` | only while a renewed certificate is being stored ([`crate::renew`]) |
 //! | `commands.json` | highest command sequence number executed (ENC-4) |
+//! | `firmware_version` | the maker's firmware version, reported beside the agent's own (SUP-3) |
 //! | `telemetry.queue`, `telemetry.queue.meta` | the durable outgoing queue (RES-1) |
 //! | `agent.lock` | held by the running process so two agents never share a directory |
 
@@ -27,6 +28,26 @@ pub const COMMANDS_FILE: &str = "commands.json";
 pub const QUEUE_FILE: &str = "telemetry.queue";
 pub const QUEUE_META_FILE: &str = "telemetry.queue.meta";
 pub const LOCK_FILE: &str = "agent.lock";
+pub const FIRMWARE_FILE: &str = "firmware_version";
+
+/// Longest firmware version accepted (characters).
+pub const MAX_FIRMWARE_VERSION: usize = 64;
+
+/// A firmware version as the agent reports it: 1–64 printable ASCII characters
+/// (spaces allowed), surrounding white space removed.
+pub fn valid_firmware_version(text: &str) -> Result<String> {
+    let v = text.trim();
+    if v.is_empty()
+        || v.len() > MAX_FIRMWARE_VERSION
+        || !v.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+    {
+        return Err(Error::invalid(
+            "firmware version",
+            format!("use 1 to {MAX_FIRMWARE_VERSION} printable ASCII characters"),
+        ));
+    }
+    Ok(v.to_owned())
+}
 
 /// Largest state file read back (certificates, config).
 const MAX_STATE_FILE: u64 = 256 * 1024;
@@ -160,6 +181,23 @@ impl StateDir {
         fsutil::write_private(&self.path(KEY_FILE), key_pem.as_bytes())
     }
 
+    /// Remember the maker's firmware version (validated; mode 0600, atomically).
+    pub fn save_firmware_version(&self, version: &str) -> Result<()> {
+        let v = valid_firmware_version(version)?;
+        fsutil::write_private(&self.path(FIRMWARE_FILE), v.as_bytes())
+    }
+
+    /// The firmware version saved by [`StateDir::save_firmware_version`], if any.
+    pub fn firmware_version(&self) -> Result<Option<String>> {
+        let path = self.path(FIRMWARE_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bytes = fsutil::read_bounded(&path, MAX_FIRMWARE_VERSION as u64 + 2)?;
+        let text = String::from_utf8_lossy(&bytes);
+        valid_firmware_version(&text).map(Some)
+    }
+
     /// Load everything needed to connect: config, CA, certificate chain and key.
     pub fn load_identity(&self) -> Result<Identity> {
         let config = self.load_config()?;
@@ -201,6 +239,21 @@ mod tests {
         assert!(valid_device_id("dev-1.a_b"));
         for bad in ["", "a/b", "+", "#", "a b", "é", &"x".repeat(129)] {
             assert!(!valid_device_id(bad), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn firmware_versions_are_bounded_and_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::new(dir.path());
+        assert_eq!(state.firmware_version().expect("none"), None);
+        state.save_firmware_version(" 2.1.0-rc1\n").expect("save");
+        assert_eq!(
+            state.firmware_version().expect("read").as_deref(),
+            Some("2.1.0-rc1")
+        );
+        for bad in ["", "a\u{7}b", "é", &"1".repeat(65)] {
+            assert!(valid_firmware_version(bad).is_err(), "{bad:?} accepted");
         }
     }
 

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod devices_lifecycle;
 pub mod error;
 pub mod ids;
 pub mod mail;

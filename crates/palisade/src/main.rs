@@ -175,6 +175,14 @@ enum DeviceAction {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Decommission a device that was factory-reset without reaching the hub (or came
+    /// back to the maker): owner cleared, its telemetry deleted, certificate refused,
+    /// and its claim code re-armed so the device can enrol again as a new device
+    Decommission {
+        device_id: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -706,6 +714,31 @@ async fn device(action: DeviceAction) -> Result<ExitCode> {
             .await?;
             println!(
                 "{id} revoked: a running hub refuses it at its next connection. To drop a live connection at once, revoke through the console or API."
+            );
+        }
+        DeviceAction::Decommission { device_id, config } => {
+            let id = DeviceId::parse(&device_id)
+                .with_context(|| format!("{device_id:?} is not a device id (32 hex digits)"))?;
+            let db = palisade_hub::open_database(&load(&config)?).await?;
+            let device = db
+                .device(&id)
+                .await?
+                .with_context(|| format!("no device {id}"))?;
+            if device.status != DeviceStatus::Active {
+                bail!(
+                    "{id} is {}: only an active device can be decommissioned",
+                    device.status.as_str()
+                );
+            }
+            palisade_hub::devices_lifecycle::decommission(
+                &db,
+                &Actor::cli(),
+                &id,
+                "decommissioned from the command line",
+            )
+            .await?;
+            println!(
+                "{id} decommissioned: owner cleared, its data deleted, its certificate refused at its next connection; the device can enrol again with its claim code (as a new device)"
             );
         }
     }

@@ -166,9 +166,10 @@ impl Db {
     pub async fn claim_device(&self, pairing_code: &str, owner: &UserId) -> Result<ClaimOutcome> {
         let hash = token::digest(&token::normalize_code(pairing_code));
         let won = sqlx::query(
-            "UPDATE devices SET owner_id = $1 WHERE pairing_code_hash = $2 AND owner_id IS NULL RETURNING id",
+            "UPDATE devices SET owner_id = $1, owned_since_ms = $2 WHERE pairing_code_hash = $3 AND owner_id IS NULL RETURNING id",
         )
         .bind(owner.as_str())
+        .bind(crate::telemetry::now_ms())
         .bind(&hash)
         .fetch_optional(self.pool())
         .await?;

@@ -45,7 +45,7 @@ impl Db {
         status: Option<DeviceStatus>,
     ) -> Result<Vec<Device>> {
         const Q: &str = "SELECT id, product_id, status, cert_sha256, cert_not_after, owner_id, \
-             firmware_version, rejected_messages, created_at, last_seen_at FROM devices \
+             firmware_version, agent_version, owned_since_ms, rejected_messages, created_at, last_seen_at FROM devices \
              WHERE (LOWER(id) LIKE $1 ESCAPE '\\' OR LOWER(product_id) LIKE $1 ESCAPE '\\') \
              AND ($2 = '' OR status = $2) ORDER BY created_at, id LIMIT $3";
         sqlx::query(Q)

@@ -83,7 +83,13 @@ pub struct Device {
     pub cert_sha256: String,
     pub cert_not_after: i64,
     pub owner_id: Option<UserId>,
+    /// The maker's firmware version, as the device last reported it (SUP-3).
     pub firmware_version: String,
+    /// The Palisade agent's own version, as the device last reported it (SUP-3).
+    pub agent_version: String,
+    /// When the current owner claimed the device (Unix milliseconds, so that a release
+    /// and the next claim in the same second stay apart); `None` without owner.
+    pub owned_since_ms: Option<i64>,
     pub rejected_messages: i64,
     pub created_at: i64,
     pub last_seen_at: Option<i64>,
@@ -123,7 +129,7 @@ fn multi_row_insert(rows: usize) -> String {
 macro_rules! device_columns {
     () => {
         "id, product_id, status, cert_sha256, cert_not_after, owner_id, firmware_version, \
-         rejected_messages, created_at, last_seen_at, previous_cert_sha256"
+         agent_version, owned_since_ms, rejected_messages, created_at, last_seen_at, previous_cert_sha256"
     };
 }
 
@@ -138,6 +144,8 @@ pub(super) fn device_from_row(row: &AnyRow) -> Result<Device> {
             .try_get::<Option<String>, _>("owner_id")?
             .and_then(|s| UserId::parse(&s)),
         firmware_version: row.try_get("firmware_version")?,
+        agent_version: row.try_get("agent_version")?,
+        owned_since_ms: row.try_get("owned_since_ms")?,
         rejected_messages: row.try_get("rejected_messages")?,
         created_at: row.try_get("created_at")?,
         last_seen_at: row.try_get("last_seen_at")?,

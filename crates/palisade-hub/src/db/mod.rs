@@ -13,6 +13,7 @@ pub mod device_views;
 pub mod devices;
 pub mod reports;
 pub mod mqtt_sessions;
+pub mod lifecycle;
 mod schema;
 pub mod sessions;
 pub mod tokens;
@@ -24,7 +25,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use std::str::FromStr;
 
-pub use schema::LATEST_VERSION;
+pub use schema::{LATEST_VERSION, MIGRATION_COUNT};
 
 /// Which engine is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

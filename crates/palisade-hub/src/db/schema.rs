@@ -17,12 +17,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "certificate renewal, device events, persistent MQTT sessions",
         V4,
     ),
+    (5, "device agent version and ownership start", V5),
     (6, "vulnerability reports and their messages", V6),
     (7, "privacy policy versions, acceptances, consents", V7),
 ];
 
 /// The newest schema this binary understands.
 pub const LATEST_VERSION: i64 = 7;
+
+/// How many migrations there are (versions may have gaps while branches are merged).
+pub const MIGRATION_COUNT: i64 = MIGRATIONS.len() as i64;
 
 const V1: &str = r#"
 CREATE TABLE users (
@@ -252,6 +256,15 @@ CREATE TABLE mqtt_sessions (
     expires_at BIGINT NOT NULL
 );
 CREATE INDEX mqtt_sessions_expiry ON mqtt_sessions (expires_at);
+"#;
+
+/// The agent's own version beside the maker's firmware version (SUP-3), and when the
+/// current owner claimed the device: an owner sees only what the device sent, and what
+/// was done to it, since then (ACC-3). Owned devices get their enrolment time.
+const V5: &str = r#"
+ALTER TABLE devices ADD COLUMN agent_version TEXT NOT NULL DEFAULT '';
+ALTER TABLE devices ADD COLUMN owned_since_ms BIGINT;
+UPDATE devices SET owned_since_ms = created_at * 1000 WHERE owner_id IS NOT NULL;
 "#;
 
 pub(super) async fn current_version(db: &Db) -> Result<i64> {

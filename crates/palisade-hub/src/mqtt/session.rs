@@ -34,9 +34,12 @@
 //!   for that command: a bounded JSON object whose seq must be one of this device's
 //!   commands; the first result is stored before the PUBACK, and a later "rejected"
 //!   for a command already answered (a replay the agent refused) is audited. Other
-//!   events must be valid and are stored before the PUBACK ([`super::events`], the one
-//!   place for device events); invalid ones are refused. Of a state report (`…/state`)
-//!   only the reported version is stored (SUP-3).
+//!   events and state (`…/state`) are authorised and acknowledged. A factory-reset
+//!   notice on the events topic decommissions the device and closes the connection
+//!   ([`crate::devices_lifecycle`], DATA-3); other events must be valid and are stored
+//!   before the PUBACK ([`super::events`], the one place for device events); invalid
+//!   ones are refused. Of a state report (`…/state`) only the reported versions are
+//!   stored (SUP-3).
 //! - Persistent sessions: v3.1.1 clean_session=0 (kept `mqtt_session_expiry_max_secs`)
 //!   or v5 clean_start=0 with a Session Expiry Interval (capped at that): the
 //!   subscriptions are stored (`mqtt_sessions`), restored on the next connection with
@@ -1030,6 +1033,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                     DisconnectReasonCode::NotAuthorized,
                 );
             }
+            Some(OwnTopic::Events) if crate::devices_lifecycle::is_factory_reset(payload) => {
+                // DATA-3: decommissioned and audited before the PUBACK; then the
+                // connection is closed (no DISCONNECT, so the PUBACK is read first).
+                let source = self.peer.ip().to_string();
+                if let Err(e) =
+                    crate::devices_lifecycle::factory_reset(&self.shared.db, &self.device, &source)
+                        .await
+                {
+                    tracing::warn!(device = %self.device, "could not decommission after a reset: {e}");
+                    self.end = Some(End::Now(Some(DisconnectReasonCode::UnspecifiedError)));
+                    return;
+                }
+                ack_after(&mut self.pending);
+                self.end = Some(End::Graceful(None));
+            }
             Some(OwnTopic::Events) => match self.on_event(payload).await {
                 Err(e) => {
                     // Not recorded: no PUBACK; the device sends it again.
@@ -1300,41 +1318,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
         }
     }
 
-    /// A state report: record the version the device runs (SUP-3) — `firmware_version`
-    /// if the device reports one, else the agent's own `agent_version` — so the console
-    /// and API can show it. Anything else in the report is not stored.
+    /// A state report: the maker's firmware version and the agent's version (SUP-3).
     async fn on_state(&mut self, payload: &[u8]) -> crate::error::Result<()> {
-        if payload.len() > MAX_EVENT_BYTES {
-            return Ok(());
-        }
-        let Ok(serde_json::Value::Object(state)) = serde_json::from_slice(payload) else {
-            return Ok(());
-        };
-        let printable = |v: &serde_json::Value| {
-            v.as_str()
-                .filter(|s| {
-                    !s.is_empty()
-                        && s.len() <= 64
-                        && s.chars().all(|c| c.is_ascii_graphic() || c == ' ')
-                })
-                .map(str::to_owned)
-        };
-        let version = state
-            .get("firmware_version")
-            .and_then(printable)
-            .or_else(|| {
-                state
-                    .get("agent_version")
-                    .and_then(printable)
-                    .map(|v| format!("agent {v}"))
-            });
-        if let Some(version) = version {
-            self.shared
-                .db
-                .set_firmware_version(&self.device, &version)
-                .await?;
-        }
-        Ok(())
+        crate::devices_lifecycle::record_state(&self.shared.db, &self.device, payload).await
     }
 
     /// An event: a command result is validated and recorded against its command;

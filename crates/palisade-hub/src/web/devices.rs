@@ -1,7 +1,8 @@
 //! `/api/v1` for devices: enrolment by claim code (public: the code is the
 //! credential), product models, the fleet with per-object access (owners see only
 //! their own devices, ACC-2), owner claiming by pairing code, revocation that
-//! drops the live connection at once (AUTH-10), and commands to a device (ENC-4:
+//! drops the live connection at once (AUTH-10), release by the owner (ACC-3), and
+//! commands to a device (ENC-4:
 //! sequence-numbered, with an expiry; staff send, staff and the owner read).
 
 use super::AppState;
@@ -13,6 +14,8 @@ use crate::audit::Outcome;
 use crate::db::commands::{self as cmd, Command, CommandName};
 use crate::db::device_admin::ClaimOutcome;
 use crate::db::devices::{Device, DeviceStatus, ProductModel};
+use crate::db::lifecycle::Releaser;
+use crate::devices_lifecycle;
 use crate::ids::DeviceId;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -372,6 +375,48 @@ pub(crate) async fn revoke_device(
     Ok(())
 }
 
+/// Release a device from its owner (console and API): the owner, or staff, clears the
+/// ownership; the previous owner's telemetry is deleted with it and they lose access at
+/// once (ACC-3). The audit entry is written before the answer. False if the device had
+/// no owner (or stopped being the caller's) when the release was decided.
+pub(crate) async fn release_device(
+    state: &AppState,
+    p: &Principal,
+    actor: &Actor,
+    device: &Device,
+) -> Result<bool, WebError> {
+    let by = if device.owner_id.as_ref() == Some(&p.user.id) {
+        Releaser::Owner(&p.user.id)
+    } else if p.is_staff() {
+        Releaser::Staff
+    } else {
+        return Err(WebError::NotFound);
+    };
+    Ok(devices_lifecycle::release(&state.db, actor, &device.id, by)
+        .await?
+        .is_some())
+}
+
+/// `POST /api/v1/devices/{id}/release`: the owner (or staff) gives the device up; the
+/// next owner claims it with the pairing code on its label (ACC-3).
+pub async fn release(
+    State(state): State<AppState>,
+    p: Principal,
+    Extension(ClientAddr(ip)): Extension<ClientAddr>,
+    Path(id): Path<String>,
+) -> Result<Json<DeviceView>, WebError> {
+    let device = visible_device(&state, &p, &id).await?;
+    if !release_device(&state, &p, &Actor::user(&p.user, ip), &device).await? {
+        return Err(WebError::Conflict("This device has no owner.".into()));
+    }
+    let device = state
+        .db
+        .device(&device.id)
+        .await?
+        .ok_or(WebError::NotFound)?;
+    Ok(Json(view(&state, device)))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandRequest {
@@ -470,11 +515,17 @@ pub async fn list_commands(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<Command>>, WebError> {
     let device = visible_device(&state, &p, &id).await?;
+    let commands = state
+        .db
+        .recent_commands(&device.id, RECENT_COMMANDS)
+        .await?;
+    // An owner sees what was sent during their ownership only (ACC-3).
+    let since_ms = owner_view_since_ms(&p, &device);
     Ok(Json(
-        state
-            .db
-            .recent_commands(&device.id, RECENT_COMMANDS)
-            .await?,
+        commands
+            .into_iter()
+            .filter(|c| c.created_at.saturating_mul(1000) >= since_ms)
+            .collect(),
     ))
 }
 
@@ -493,4 +544,16 @@ pub async fn list_events(
     Ok(Json(
         state.db.device_events(&device.id, RECENT_EVENTS).await?,
     ))
+}
+
+/// From when (Unix milliseconds) the caller may see a device's history: everything for
+/// staff, the start of their ownership for its owner, so nothing of a previous owner's
+/// time (or of an unowned gap) is shown to the next one (ACC-3). Records kept in whole
+/// seconds are shown only if their second starts at or after it (in doubt, hidden).
+pub(crate) fn owner_view_since_ms(p: &Principal, device: &Device) -> i64 {
+    if p.is_staff() {
+        i64::MIN
+    } else {
+        device.owned_since_ms.unwrap_or(i64::MAX)
+    }
 }

@@ -177,6 +177,12 @@ fn routes(state: AppState) -> Routes {
             Staff,
             post(console::devices::revoke),
         )
+        .add(
+            "POST",
+            "/devices/{id}/release",
+            Signed,
+            post(console::devices::release),
+        )
         .add("GET", "/api/v1/openapi.json", Signed, get(api::openapi))
         .add("GET", "/api/v1/me", Signed, get(api::me))
         .add("GET", "/api/v1/users", Admin, get(api::users))
@@ -208,6 +214,12 @@ fn routes(state: AppState) -> Routes {
             "/api/v1/devices/{id}/revoke",
             Staff,
             post(devices::revoke),
+        )
+        .add(
+            "POST",
+            "/api/v1/devices/{id}/release",
+            Signed,
+            post(devices::release),
         )
         .add(
             "POST",

@@ -2,7 +2,8 @@
 //! claiming by pairing code, and a device's detail page with its declared telemetry
 //! (DATA-1, PRIV-3), identity and life (ACC-3, SUP-3), a server-drawn SVG chart, the
 //! newest messages and its audit trail. Staff may revoke a device, which drops its live
-//! connection at once (AUTH-10). A device the caller may not see answers exactly like
+//! connection at once (AUTH-10); its owner (or staff) may release it for the next owner
+//! (ACC-3). A device the caller may not see answers exactly like
 //! one that does not exist (404), so ids of other owners' devices are not confirmed.
 
 use super::chart::{self, Chart};
@@ -13,7 +14,7 @@ use crate::db::device_admin::ClaimOutcome;
 use crate::db::devices::{Device, DeviceStatus, FieldKind};
 use crate::web::AppState;
 use crate::web::access::Principal;
-use crate::web::devices::{revoke_device, visible_device};
+use crate::web::devices::{owner_view_since_ms, release_device, revoke_device, visible_device};
 use crate::web::error::WebError;
 use crate::web::pages::{self, AuditRow, Chrome};
 use askama::Template;
@@ -82,6 +83,9 @@ pub struct DevicePage {
     pub hardware_revision: String,
     pub fields: Vec<FieldRow>,
     pub firmware: String,
+    pub agent: String,
+    /// The caller may release the device (its owner, or staff while it has one).
+    pub releasable: bool,
     pub cert_sha256: String,
     pub cert_expiry: String,
     pub first_seen: String,
@@ -124,6 +128,7 @@ fn last_seen(device: &Device) -> String {
 pub struct FleetQuery {
     q: Option<String>,
     status: Option<String>,
+    done: Option<String>,
 }
 
 async fn list_view(
@@ -208,7 +213,10 @@ pub async fn list(
     ctx: Ctx,
     Query(query): Query<FleetQuery>,
 ) -> Result<Response, WebError> {
-    list_view(&state, &ctx, &query, None, None).await
+    let notice = (query.done.as_deref() == Some("released")).then(|| {
+        "The device is released: it is no longer in your account and the data it sent was deleted.".to_owned()
+    });
+    list_view(&state, &ctx, &query, notice, None).await
 }
 
 #[derive(Deserialize)]
@@ -268,6 +276,7 @@ pub async fn claim(
     let query = FleetQuery {
         q: None,
         status: None,
+        done: None,
     };
     list_view(&state, &ctx, &query, None, Some(CANNOT_CLAIM.into())).await
 }
@@ -292,7 +301,17 @@ pub async fn detail(
         || ("(unknown model)".to_owned(), "-".to_owned(), Vec::new()),
         |m| (m.name, m.hardware_revision, m.fields),
     );
-    let samples = state.db.telemetry(&device.id, chart::MAX_SAMPLES).await?;
+    // An owner sees only what arrived, and what happened, since they claimed the
+    // device: nothing of a previous owner's time (ACC-3).
+    let since_ms = owner_view_since_ms(&p, &device);
+    let samples = if staff {
+        state.db.telemetry(&device.id, chart::MAX_SAMPLES).await?
+    } else {
+        state
+            .db
+            .telemetry_since(&device.id, since_ms, chart::MAX_SAMPLES)
+            .await?
+    };
     let charts = chart::charts(&specs, &samples, pages::fmt_time);
     let messages = samples
         .iter()
@@ -324,11 +343,26 @@ pub async fn detail(
             )
         })
         .collect();
-    let audit = state
+    let entries = state
         .db
         .audit_entries_for_target(device.id.as_str(), AUDIT_ENTRIES)
-        .await?
+        .await?;
+    // For an owner, the ownership starts at the newest successful claim (entries are in
+    // append order, so this also separates a release and a claim in the same second);
+    // if that claim is older than the page, every entry shown is newer than it.
+    let first_seq = if staff {
+        i64::MIN
+    } else {
+        entries
+            .iter()
+            .filter(|e| e.action == "device.claim" && e.outcome == "success")
+            .map(|e| e.seq)
+            .max()
+            .unwrap_or(i64::MIN)
+    };
+    let audit = entries
         .into_iter()
+        .filter(|e| e.at >= since_ms.div_euclid(1000) && e.seq >= first_seq)
         .map(|e| AuditRow {
             seq: e.seq,
             at: pages::fmt_time(e.at),
@@ -353,6 +387,9 @@ pub async fn detail(
         Some("claimed") => Some("The device is now yours."),
         Some("yours") => Some("This device is already yours."),
         Some("revoked") => Some("The device is revoked; its connection was dropped."),
+        Some("released") => Some(
+            "The device is released: it has no owner and its stored data was deleted. The next owner claims it with the pairing code on its label.",
+        ),
         _ => None,
     };
     let mut c = ctx.chrome(&state, &format!("Device {}", device.id));
@@ -382,6 +419,12 @@ pub async fn detail(
         } else {
             device.firmware_version.clone()
         },
+        agent: if device.agent_version.is_empty() {
+            "unknown".into()
+        } else {
+            device.agent_version.clone()
+        },
+        releasable: device.owner_id.is_some(),
         cert_sha256: device.cert_sha256.clone(),
         cert_expiry: pages::fmt_time(device.cert_not_after),
         first_seen: pages::fmt_time(device.created_at),
@@ -410,4 +453,25 @@ pub async fn revoke(
     let device = visible_device(&state, &p, &id).await?;
     revoke_device(&state, &Actor::user(&p.user, ctx.ip), &device).await?;
     Ok(redirect(&format!("/devices/{}?done=revoked", device.id)))
+}
+
+/// `POST /devices/{id}/release`: the owner (or staff) gives the device up. The owner
+/// loses access at once (their next request for it is 404) and the telemetry of their
+/// ownership is deleted (ACC-3).
+pub async fn release(
+    State(state): State<AppState>,
+    p: Principal,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let device = visible_device(&state, &p, &id).await?;
+    let actor = Actor::user(&p.user, ctx.ip);
+    if !release_device(&state, &p, &actor, &device).await? {
+        return Err(WebError::Conflict("This device has no owner.".into()));
+    }
+    Ok(if p.is_staff() {
+        redirect(&format!("/devices/{}?done=released", device.id))
+    } else {
+        redirect("/devices?done=released")
+    })
 }
