@@ -31,6 +31,8 @@ async fn contract(db: Db) {
             kind: FieldKind::Number,
             unit: "celsius".into(),
             purpose: "shown to the owner".into(),
+            personal: false,
+            retention_days: None,
         }],
         created_at: 0,
     })

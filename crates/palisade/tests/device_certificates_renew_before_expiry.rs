@@ -53,6 +53,8 @@ async fn auth10_the_agent_renews_with_a_new_key_and_the_old_one_is_gone() {
             kind: FieldKind::Number,
             unit: "°C".into(),
             purpose: "shown to the owner".into(),
+            personal: false,
+            retention_days: None,
         }],
         created_at: 0,
     })

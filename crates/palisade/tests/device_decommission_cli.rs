@@ -43,6 +43,8 @@ async fn decommission_from_the_command_line() {
             kind: FieldKind::Number,
             unit: String::new(),
             purpose: "shown to the owner".into(),
+            personal: false,
+            retention_days: None,
         }],
         created_at: 0,
     })

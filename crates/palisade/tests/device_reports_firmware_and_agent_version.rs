@@ -45,6 +45,8 @@ async fn the_maker_firmware_version_and_the_agent_version_are_both_shown() {
                 kind: FieldKind::Boolean,
                 unit: String::new(),
                 purpose: "door state shown to the owner".into(),
+                personal: false,
+                retention_days: None,
             }],
             created_at: 0,
         })

@@ -123,6 +123,8 @@ async fn factory_reset_decommissions_the_device_and_it_returns_as_a_new_one() {
                 kind: FieldKind::Number,
                 unit: String::new(),
                 purpose: "shown to the owner".into(),
+                personal: false,
+                retention_days: None,
             }],
             created_at: 0,
         })

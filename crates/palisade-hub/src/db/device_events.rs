@@ -78,11 +78,24 @@ impl Db {
 
     /// The newest events of a device, newest first.
     pub async fn device_events(&self, device: &DeviceId, limit: i64) -> Result<Vec<DeviceEvent>> {
+        self.device_events_since(device, i64::MIN, limit).await
+    }
+
+    /// The newest events received at or after `since_ms` (an owner sees only their own
+    /// time with the device, ACC-3).
+    pub async fn device_events_since(
+        &self,
+        device: &DeviceId,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DeviceEvent>> {
         let rows = sqlx::query(
-            "SELECT received_at_ms, name, source, payload FROM device_events WHERE device_id = $1 \
-             ORDER BY received_at_ms DESC, id DESC LIMIT $2",
+            "SELECT received_at_ms, name, source, payload FROM device_events \
+             WHERE device_id = $1 AND received_at_ms >= $2 \
+             ORDER BY received_at_ms DESC, id DESC LIMIT $3",
         )
         .bind(device.as_str())
+        .bind(since_ms)
         .bind(limit.clamp(1, MAX_EVENTS_PER_DEVICE))
         .fetch_all(self.pool())
         .await?;

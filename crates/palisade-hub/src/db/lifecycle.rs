@@ -81,6 +81,11 @@ impl Db {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        // The events of that ownership go with its telemetry.
+        sqlx::query("DELETE FROM device_events WHERE device_id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Some(Cleared {
             previous_owner: UserId::parse(&owner),
@@ -134,6 +139,11 @@ impl Db {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        // The events of that ownership go with its telemetry.
+        sqlx::query("DELETE FROM device_events WHERE device_id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Some(Cleared {
             previous_owner: owner.as_deref().and_then(UserId::parse),

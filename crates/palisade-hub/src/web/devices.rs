@@ -542,7 +542,10 @@ pub async fn list_events(
 ) -> Result<Json<Vec<crate::db::device_events::DeviceEvent>>, WebError> {
     let device = visible_device(&state, &p, &id).await?;
     Ok(Json(
-        state.db.device_events(&device.id, RECENT_EVENTS).await?,
+        state
+            .db
+            .device_events_since(&device.id, owner_view_since_ms(&p, &device), RECENT_EVENTS)
+            .await?,
     ))
 }
 

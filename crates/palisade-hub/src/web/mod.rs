@@ -10,8 +10,8 @@ pub mod disclosure;
 pub mod error;
 pub mod middleware;
 pub mod pages;
-pub mod reports_api;
 pub mod privacy;
+pub mod reports_api;
 
 use crate::auth::Auth;
 use crate::config::Config;
@@ -289,6 +289,7 @@ fn routes(state: AppState) -> Routes {
             "/api/v1/reports/{id}/messages",
             Staff,
             post(reports_api::message),
+        )
         .add("GET", "/privacy", Public, get(privacy::policy))
         .add("GET", "/privacy/data", Public, get(privacy::data))
         .add("GET", "/privacy/history", Public, get(privacy::history))

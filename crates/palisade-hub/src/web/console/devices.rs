@@ -326,7 +326,7 @@ pub async fn detail(
         .collect();
     let events = state
         .db
-        .device_events(&device.id, RECENT_MESSAGES as i64)
+        .device_events_since(&device.id, since_ms, RECENT_MESSAGES as i64)
         .await?
         .into_iter()
         .map(|e| {
