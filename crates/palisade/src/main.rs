@@ -13,6 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod bench;
 mod demo;
 
 #[derive(Parser)]
@@ -90,6 +91,11 @@ enum Command {
     Device {
         #[command(subcommand)]
         action: DeviceAction,
+    },
+    /// Load clients for `scripts/bench-fleet.sh` (benchmarks only)
+    Bench {
+        #[command(subcommand)]
+        action: bench::BenchAction,
     },
 }
 
@@ -322,6 +328,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::User { action } => user(action).await,
         Command::Product { action } => product(action).await,
         Command::Device { action } => device(action).await,
+        Command::Bench { action } => bench::run(action).await,
     }
 }
 
