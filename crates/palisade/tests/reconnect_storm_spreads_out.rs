@@ -51,7 +51,7 @@ fn enough_file_descriptors() {
     let current = limit.current.unwrap_or(u64::MAX);
     if current < NEEDED {
         let hard = limit.maximum.unwrap_or(u64::MAX);
-        let mut raised = limit.clone();
+        let mut raised = limit;
         raised.current = Some(NEEDED.min(hard));
         setrlimit(Resource::Nofile, raised).expect("raise RLIMIT_NOFILE");
         assert!(
