@@ -249,6 +249,10 @@ async fn hold(
     ready_file: &Path,
     hold_for: Duration,
 ) -> Result<()> {
+    // Opened first: once the connections have used every descriptor the process may
+    // have, creating it would fail.
+    let mut ready = std::fs::File::create(ready_file)
+        .with_context(|| format!("creating {}", ready_file.display()))?;
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(usize::from(concurrency)));
     let dropped = Arc::new(AtomicUsize::new(0));
@@ -308,8 +312,9 @@ async fn hold(
         started.elapsed().as_secs_f64()
     );
     print!("{line}");
-    std::fs::write(ready_file, line)
+    std::io::Write::write_all(&mut ready, line.as_bytes())
         .with_context(|| format!("writing {}", ready_file.display()))?;
+    drop(ready);
     tokio::select! {
         () = tokio::time::sleep(hold_for) => {}
         _ = tokio::signal::ctrl_c() => {}
