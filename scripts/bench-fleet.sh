@@ -10,32 +10,53 @@
 #   2. Server CPU per full mTLS handshake (TCP included): K sequential
 #      `mosquitto_sub -E` (connect, subscribe, disconnect) with a client certificate,
 #      next to the crypto floor from `openssl speed`.
-#   3. Memory per idle mTLS connection: C `mosquitto_sub` processes held open (for
-#      Palisade, C devices enrolled through the real API by the real agent, since a
-#      second connection of one device replaces the first); server RSS delta / C.
+#   3. Connections at scale and memory per idle mTLS connection: C idle connections
+#      (CONNECT + SUBSCRIBE, MQTT 3.1.1) opened by one multiplexing load client,
+#      `palisade bench hold` (tokio + rustls, one small task per connection, source
+#      addresses 127.0.0.2… so more than one address's ephemeral ports reach one server
+#      port). For Palisade each connection is its own device, enrolled through the real
+#      API (`palisade bench enroll`, agent library, claim codes from `palisade device
+#      codes`), since a second connection of one device replaces the first; for
+#      Mosquitto one client certificate with distinct client ids. Server RSS delta / C.
+#   4. End-to-end command latency p50/p99 over M commands sent one after another:
+#      API send -> the real agent executes -> result recorded at the hub (`palisade
+#      bench commands`, hub in that process on a fresh data directory), next to
+#      Mosquitto's round trip for the same payload (publish on the device's commands
+#      topic, the device client's reply on its events topic, through the broker).
 # Server CPU = utime + stime of the server process from /proc/PID/stat.
 # Every loop is bounded in count and time; a trap stops every process started here and
 # removes the temporary directory.
-# Usage: scripts/bench-fleet.sh [--messages N] [--handshakes K] [--connections C]
+# Usage: scripts/bench-fleet.sh [--messages N] [--handshakes K] [--connections C] [--commands M]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-messages=20000 handshakes=300 connections=500
+messages=20000 handshakes=300 connections=5000 commands=200
 while [ $# -gt 0 ]; do
   case "$1" in
     --messages) messages=$2; shift 2 ;;
     --handshakes) handshakes=$2; shift 2 ;;
     --connections) connections=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --commands) commands=$2; shift 2 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-for v in "$messages" "$handshakes" "$connections"; do
+for v in "$messages" "$handshakes" "$connections" "$commands"; do
   [[ "$v" =~ ^[0-9]+$ ]] && [ "$v" -ge 1 ] || { echo "counts must be positive integers" >&2; exit 2; }
 done
 # Packet ids wrap beyond this in one mosquitto_pub process (building-blocks.md).
 [ "$messages" -le 60000 ] || { echo "--messages is at most 60000 (one publisher process)" >&2; exit 2; }
-[ "$connections" -le 1000 ] || { echo "--connections is at most 1000 (one process each)" >&2; exit 2; }
+[ "$connections" -le 100000 ] || { echo "--connections is at most 100000" >&2; exit 2; }
+[ "$commands" -le 10000 ] || { echo "--commands is at most 10000" >&2; exit 2; }
+# Each server and the load client hold one descriptor per connection (the load client
+# also reads each device's files while connecting): raise the limit for everything
+# started from here (root may raise the hard limit too).
+want_fds=$((connections + 4096))
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$want_fds" ]; then
+  ulimit -n "$want_fds" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+fi
+[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge "$want_fds" ] \
+  || echo "[bench-fleet] WARNING: open files limited to $(ulimit -n); --connections $connections may fail" >&2
 [ "$handshakes" -le 5000 ] || { echo "--handshakes is at most 5000" >&2; exit 2; }
 for tool in /usr/sbin/mosquitto mosquitto_pub mosquitto_sub openssl python3 curl; do
   command -v "$tool" >/dev/null || { echo "missing: $tool (apt-get install -y mosquitto mosquitto-clients)" >&2; exit 1; }
@@ -47,15 +68,14 @@ agent=target/release/palisade-agent
 hz=$(getconf CLK_TCK)
 
 work=$(mktemp -d)
-hub_pid="" mosq_pid=""
-sub_pids=()
+hub_pid="" mosq_pid="" hold_pid=""
 cleanup() {
-  local p
-  for p in "${sub_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -n "$hold_pid" ] && kill "$hold_pid" 2>/dev/null || true
   [ -n "$hub_pid" ] && kill "$hub_pid" 2>/dev/null || true
   [ -n "$mosq_pid" ] && kill "$mosq_pid" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$work"
+  case "${STATES:-}" in /dev/shm/bench-fleet.*) rm -rf "$STATES" ;; esac
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -115,16 +135,14 @@ curl -sf --cacert "$data/pki/ca.pem" "https://127.0.0.1:$https_port/healthz" >/d
 "$bin" device codes --product bench --count "$connections" --out "$work/codes.csv" \
   --config "$work/palisade.toml" --data-dir "$data" >/dev/null
 
-log "enrolling $connections devices through the API with palisade-agent"
-t0=$(date +%s.%N)
-export AGENT="$agent" HUB="https://127.0.0.1:$https_port" CA="$data/pki/ca.pem" STATES="$work/devices"
-mkdir -p "$STATES"
-grep -v '^claim_code' "$work/codes.csv" | cut -d, -f1 | head -n "$connections" | nl -ba -w1 -s, \
-  | timeout 600 xargs -P 4 -I{} bash -c 'i=${1%%,*}; code=${1#*,};
-      PALISADE_CLAIM_CODE="$code" timeout 30 "$AGENT" enroll --hub "$HUB" --ca "$CA" --state-dir "$STATES/d$i" >/dev/null' _ {}
-enrolled=$(ls "$STATES"/*/device.pem 2>/dev/null | wc -l)
+log "enrolling $connections devices through the API (palisade bench enroll, agent library)"
+# The devices' state (keys, certificates) goes to tmpfs where there is one: the
+# measurement is the hub's, and thousands of agent-side fsyncs would only slow set-up.
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then STATES=$(mktemp -d -p /dev/shm bench-fleet.XXXXXX); else STATES="$work/devices"; fi
+timeout 3600 "$bin" bench enroll --hub "https://127.0.0.1:$https_port" --ca "$data/pki/ca.pem" \
+  --codes "$work/codes.csv" --out "$STATES" --concurrency 16 >"$work/enroll.out"
+read -r _ enrolled _ _ _ enrol_s <"$work/enroll.out"
 [ "$enrolled" -eq "$connections" ] || { echo "only $enrolled of $connections devices enrolled" >&2; exit 1; }
-enrol_s=$(python3 -c "print(f'{$(date +%s.%N) - $t0:.1f}')")
 log "enrolled $enrolled devices in ${enrol_s} s"
 device_id() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["device_id"])' "$STATES/d$1/agent.json"; }
 dev1=$(device_id 1)
@@ -163,6 +181,9 @@ keyfile $pki/server.key
 require_certificate true
 use_identity_as_username true
 tls_version tlsv1.3
+# Not in the reference set-up: without it Mosquitto's replies wait for delayed ACKs
+# (Nagle), about 40 ms per command round trip; the hub sets TCP_NODELAY too.
+set_tcp_nodelay true
 EOF
 /usr/sbin/mosquitto -c "$pki/mosquitto.conf" >"$work/mosq.out" 2>"$work/mosq.err" &
 mosq_pid=$!
@@ -225,45 +246,52 @@ read -r sign_s verify_s < <(awk '/ecdsa \(nistp256\)/ {print $(NF-1), $NF}' <<<"
 x25519_s=$(awk '/ecdh \(X25519\)/ {print $NF}' <<<"$speed" | tail -1)
 
 # ---------------------------------------------------------------- 3. idle connections
-# Sets $conn_kib (RSS delta) for server pid $1 and port $2; $3 = palisade|mosquitto.
+# Sets $conn_kib (RSS delta), $conn_held and $conn_s for server pid $1, port $2; the
+# remaining arguments identify the clients to `palisade bench hold`.
 idle_connections() {
-  local pid=$1 port=$2 kind=$3 r0 r1 i n
+  local pid=$1 port=$2 r0 r1 ready="$work/hold.ready" line
+  shift 2
   sleep 1
   r0=$(rss_kib "$pid")
-  sub_pids=()
-  for i in $(seq 1 "$connections"); do
-    if [ "$kind" = palisade ]; then
-      mosquitto_sub -h 127.0.0.1 -p "$port" --cafile "$data/pki/ca.pem" --cert "$STATES/d$i/device.pem" \
-        --key "$STATES/d$i/device.key" -V mqttv311 -q 1 -k 300 -t "devices/$(device_id "$i")/commands" >/dev/null 2>&1 &
-    else
-      mosquitto_sub "${mosq_tls[@]}" -V mqttv311 -q 1 -k 300 -i "bench-$i" -t "devices/d$i/commands" >/dev/null 2>&1 &
-    fi
-    sub_pids+=($!)
-  done
-  for _ in $(seq 1 240); do
-    n=$(established "$port")
-    [ "$n" -ge "$connections" ] && break
+  rm -f "$ready"
+  "$bin" bench hold --mqtt "127.0.0.1:$port" --connections "$connections" --concurrency 64 \
+    --ready-file "$ready" --hold-secs 900 "$@" >"$work/hold.out" 2>"$work/hold.err" &
+  hold_pid=$!
+  for _ in $(seq 1 1800); do
+    [ -s "$ready" ] && break
+    kill -0 "$hold_pid" 2>/dev/null || break
     sleep 0.5
   done
-  sleep 2
-  n=$(established "$port")
+  [ -s "$ready" ] || { cat "$work/hold.err" >&2; echo "the load client did not finish connecting" >&2; exit 1; }
+  sleep 3
   r1=$(rss_kib "$pid")
-  conn_kib=$((r1 - r0)) conn_held=$n
-  for i in "${sub_pids[@]}"; do kill "$i" 2>/dev/null || true; done
-  for i in "${sub_pids[@]}"; do wait "$i" 2>/dev/null || true; done
-  sub_pids=()
-  [ "$n" -ge "$connections" ] || log "WARNING: only $n of $connections connections established to $kind"
+  conn_held=$(established "$port")
+  read -r _ _ _ failed _ conn_s <"$ready"
+  kill "$hold_pid" 2>/dev/null || true
+  wait "$hold_pid" 2>/dev/null || true
+  hold_pid=""
+  conn_kib=$((r1 - r0))
+  [ "$failed" -eq 0 ] || { log "WARNING: $failed of $connections connections failed:"; head -3 "$work/hold.err" >&2; }
 }
-log "$connections idle mTLS connections to each server"
-idle_connections "$hub_pid" "$mqtt_port" palisade
-pal_conn_kib=$conn_kib pal_held=$conn_held
-idle_connections "$mosq_pid" "$mosq_port" mosquitto
-mosq_conn_kib=$conn_kib mosq_held=$conn_held
+log "$connections idle mTLS connections to each server (palisade bench hold)"
+idle_connections "$hub_pid" "$mqtt_port" --devices "$STATES"
+pal_conn_kib=$conn_kib pal_held=$conn_held pal_conn_s=$conn_s
+idle_connections "$mosq_pid" "$mosq_port" --ca "$pki/ca.pem" --cert "$pki/client.pem" --key "$pki/client.key"
+mosq_conn_kib=$conn_kib mosq_held=$conn_held mosq_conn_s=$conn_s
+
+# ---------------------------------------------------------------- 4. command latency
+log "$commands commands, one after another: hub (API -> agent -> result stored) and Mosquitto round trip"
+timeout 900 "$bin" bench commands --count "$commands" --work "$work/commands" \
+  --mosquitto "127.0.0.1:$mosq_port" --mosquitto-ca "$pki/ca.pem" \
+  --mosquitto-cert "$pki/client.pem" --mosquitto-key "$pki/client.key" >"$work/commands.out" 2>"$work/commands.err" \
+  || { cat "$work/commands.err" >&2; exit 1; }
+read -r _ _ _ _ _ pal_p50 _ pal_p99 _ _ < <(grep '^commands palisade' "$work/commands.out")
+read -r _ _ _ _ _ mosq_p50 _ mosq_p99 _ _ < <(grep '^commands mosquitto' "$work/commands.out")
 
 # ---------------------------------------------------------------- report
 python3 - <<EOF
 hz = $hz
-n, k, c = $messages, $handshakes, $connections
+n, k, c, m = $messages, $handshakes, $connections, $commands
 def us(ticks, count): return ticks * 1e6 / hz / count
 rows = []
 pi, mi = us($pal_ingest_ticks, n), us($mosq_ingest_ticks, n)
@@ -278,6 +306,9 @@ rows.append(("  crypto floor, openssl speed (us)", f"{floor:.0f}", f"{floor:.0f}
 pc, mc = $pal_conn_kib * 1024 / c / 1000, $mosq_conn_kib * 1024 / c / 1000
 rows.append((f"memory per idle mTLS connection (KB), {c} conns", f"{pc:.1f}", f"{mc:.1f}", f"{pc / mc:.2f}" if mc else "-"))
 rows.append(("  connections established at the measurement", "$pal_held", "$mosq_held", "-"))
+rows.append(("  seconds to open them all (load client)", "$pal_conn_s", "$mosq_conn_s", "-"))
+rows.append((f"command latency p50 (ms), {m} sequential", "$pal_p50", "$mosq_p50", f"{$pal_p50 / $mosq_p50:.2f}" if $mosq_p50 else "-"))
+rows.append((f"command latency p99 (ms), {m} sequential", "$pal_p99", "$mosq_p99", f"{$pal_p99 / $mosq_p99:.2f}" if $mosq_p99 else "-"))
 w = max(len(r[0]) for r in rows)
 print(f"{'measure':<{w}} | {'palisade':>10} | {'mosquitto':>21} | ratio")
 print("-" * (w + 48))
@@ -289,4 +320,7 @@ print("its PUBACK; Mosquitto forwards without storing (persistence false), as in
 print(f"Crypto floor per server handshake: 1 ECDSA P-256 sign ({sign:.0f} us) + 2 verifies (client")
 print(f"certificate, CertificateVerify: 2 x {verify:.0f} us) + 2 X25519 (key share, secret: 2 x {x:.0f} us).")
 print(f"Server CPU from /proc/PID/stat utime+stime at {hz} ticks/s; memory = VmRSS delta / connections.")
+print("Command latency: Palisade = API POST -> hub -> MQTT -> agent executes (reply stored in its")
+print("durable queue) -> hub stores the result, polled every 1 ms; Mosquitto = QoS 1 publish to")
+print("the device's topic -> device client -> QoS 1 reply -> back to the sender, nothing stored.")
 EOF

@@ -13,6 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod bench;
 mod demo;
 mod privacy_cli;
 
@@ -101,6 +102,11 @@ enum Command {
     Secrets {
         #[command(subcommand)]
         action: privacy_cli::SecretsAction,
+    },
+    /// Load clients for `scripts/bench-fleet.sh` (benchmarks only)
+    Bench {
+        #[command(subcommand)]
+        action: bench::BenchAction,
     },
 }
 
@@ -343,6 +349,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Device { action } => device(action).await,
         Command::Privacy { action } => privacy_cli::privacy(action).await,
         Command::Secrets { action } => privacy_cli::secrets(action).await,
+        Command::Bench { action } => bench::run(action).await,
     }
 }
 
