@@ -499,6 +499,8 @@ async fn hub_commands(
                 kind: FieldKind::Number,
                 unit: "W".into(),
                 purpose: "benchmark".into(),
+                personal: false,
+                retention_days: None,
             }],
             created_at: 0,
         })

@@ -130,6 +130,8 @@ async fn a_fleet_reconnecting_after_a_hub_restart_spreads_out() {
                 kind: FieldKind::Number,
                 unit: "celsius".into(),
                 purpose: "room temperature shown to the owner".into(),
+                personal: false,
+                retention_days: None,
             }],
             created_at: 0,
         })
