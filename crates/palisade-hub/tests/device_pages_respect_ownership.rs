@@ -9,38 +9,11 @@
 mod common;
 
 use common::devices::eventually;
-use common::{Browser, TestHub, link_token};
+use common::{Browser, TestHub};
 use palisade_hub::db::devices::DeviceStatus;
 use palisade_hub::ids::DeviceId;
 use std::process::Stdio;
 use std::time::Duration;
-
-async fn invite(hub: &TestHub, admin: &mut Browser, username: &str, role: &str) -> Browser {
-    admin.get("/users").await;
-    let email = format!("{username}@example.org");
-    let page = admin
-        .post_form(
-            "/users/invite",
-            &[("username", username), ("email", &email), ("role", role)],
-        )
-        .await;
-    assert!(page.body.contains("Invitation sent"), "{}", page.body);
-    let mail = hub.wait_for_mail(&email, "/invite?token=").await;
-    let token = link_token(&mail, "/invite");
-    let mut b = hub.browser();
-    b.get(&format!("/invite?token={token}")).await;
-    let page = b
-        .post_form(
-            "/invite",
-            &[
-                ("token", &token),
-                ("password", "juniper cobalt harbour violin"),
-            ],
-        )
-        .await;
-    assert_eq!(page.location(), "/", "{}", page.body);
-    b
-}
 
 /// Claim through the console form, as a person would: open the page, submit the form.
 async fn claim(b: &mut Browser, pairing: &str) -> common::Page {
@@ -55,9 +28,9 @@ async fn device_pages_show_owners_only_their_devices_and_staff_the_fleet() {
     let hub = TestHub::start().await;
     let db = &hub.hub.db;
     let (mut admin, _) = hub.setup_admin().await;
-    let mut operator = invite(&hub, &mut admin, "ops-olga", "operator").await;
-    let mut anna = invite(&hub, &mut admin, "owner-anna", "owner").await;
-    let mut bert = invite(&hub, &mut admin, "owner-bert", "owner").await;
+    let mut operator = hub.invite(&mut admin, "ops-olga", "operator").await;
+    let mut anna = hub.invite(&mut admin, "owner-anna", "owner").await;
+    let mut bert = hub.invite(&mut admin, "owner-bert", "owner").await;
 
     let product = hub.create_product("cam-v2").await;
     let codes = db

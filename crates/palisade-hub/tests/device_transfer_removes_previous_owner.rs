@@ -11,38 +11,10 @@
 
 mod common;
 
-use common::{Browser, TestHub, link_token};
+use common::{Browser, TestHub};
 use palisade_crypto::ca::device_key_and_csr;
 use palisade_hub::ids::DeviceId;
 use serde_json::{Value, json};
-
-async fn invite(hub: &TestHub, admin: &mut Browser, username: &str, role: &str) -> Browser {
-    admin.get("/users").await;
-    let email = format!("{username}@example.org");
-    let page = admin
-        .post_form(
-            "/users/invite",
-            &[("username", username), ("email", &email), ("role", role)],
-        )
-        .await;
-    assert!(page.body.contains("Invitation sent"), "{}", page.body);
-    let mail = hub.wait_for_mail(&email, "/invite?token=").await;
-    let token = link_token(&mail, "/invite");
-    let mut b = hub.browser();
-    b.get(&format!("/invite?token={token}")).await;
-    let page = b
-        .post_form(
-            "/invite",
-            &[
-                ("token", &token),
-                ("password", "juniper cobalt harbour violin"),
-            ],
-        )
-        .await;
-    assert_eq!(page.location(), "/", "{}", page.body);
-    b.get("/account").await; // the session's CSRF token, for API calls
-    b
-}
 
 async fn api_get(b: &mut Browser, path: &str) -> (u16, Value) {
     let page = b.get(path).await;
@@ -81,9 +53,9 @@ async fn a_released_device_leaves_nothing_to_its_previous_owner() {
     let hub = TestHub::start().await;
     let db = &hub.hub.db;
     let (mut admin, _) = hub.setup_admin().await;
-    let mut anna = invite(&hub, &mut admin, "owner-anna", "owner").await;
-    let mut bert = invite(&hub, &mut admin, "owner-bert", "owner").await;
-    let mut mallory = invite(&hub, &mut admin, "owner-mallory", "owner").await;
+    let mut anna = hub.invite(&mut admin, "owner-anna", "owner").await;
+    let mut bert = hub.invite(&mut admin, "owner-bert", "owner").await;
+    let mut mallory = hub.invite(&mut admin, "owner-mallory", "owner").await;
 
     let product = hub.create_product("thermo-v1").await;
     let codes = db

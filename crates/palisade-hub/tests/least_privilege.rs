@@ -4,46 +4,14 @@
 
 mod common;
 
-use common::{ADMIN, TestHub, link_token};
-
-async fn invite(
-    hub: &TestHub,
-    admin: &mut common::Browser,
-    username: &str,
-    role: &str,
-) -> common::Browser {
-    admin.get("/users").await;
-    let email = format!("{username}@example.org");
-    let page = admin
-        .post_form(
-            "/users/invite",
-            &[("username", username), ("email", &email), ("role", role)],
-        )
-        .await;
-    assert!(page.body.contains("Invitation sent"), "{}", page.body);
-    let mail = hub.wait_for_mail(&email, "/invite?token=").await;
-    let token = link_token(&mail, "/invite");
-    let mut b = hub.browser();
-    b.get(&format!("/invite?token={token}")).await;
-    let page = b
-        .post_form(
-            "/invite",
-            &[
-                ("token", &token),
-                ("password", "juniper cobalt harbour violin"),
-            ],
-        )
-        .await;
-    assert_eq!(page.location(), "/", "{}", page.body);
-    b
-}
+use common::{ADMIN, TestHub};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_and_owners_cannot_administer() {
     let hub = TestHub::start().await;
     let (mut admin, _) = hub.setup_admin().await;
-    let mut operator = invite(&hub, &mut admin, "ops-olga", "operator").await;
-    let mut owner = invite(&hub, &mut admin, "owner-otto", "owner").await;
+    let mut operator = hub.invite(&mut admin, "ops-olga", "operator").await;
+    let mut owner = hub.invite(&mut admin, "owner-otto", "owner").await;
 
     for b in [&mut operator, &mut owner] {
         assert_eq!(b.get("/").await.status, 200);

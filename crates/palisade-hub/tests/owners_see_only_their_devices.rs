@@ -7,39 +7,11 @@
 
 mod common;
 
-use common::{Browser, TestHub, link_token};
+use common::{Browser, TestHub};
 use palisade_crypto::ca::device_key_and_csr;
 use palisade_hub::db::devices::{ClaimCode, DeviceStatus, FieldKind, FieldSpec, ProductModel};
 use palisade_hub::ids::{DeviceId, ProductId};
 use serde_json::{Value, json};
-
-async fn invite(hub: &TestHub, admin: &mut Browser, username: &str, role: &str) -> Browser {
-    admin.get("/users").await;
-    let email = format!("{username}@example.org");
-    let page = admin
-        .post_form(
-            "/users/invite",
-            &[("username", username), ("email", &email), ("role", role)],
-        )
-        .await;
-    assert!(page.body.contains("Invitation sent"), "{}", page.body);
-    let mail = hub.wait_for_mail(&email, "/invite?token=").await;
-    let token = link_token(&mail, "/invite");
-    let mut b = hub.browser();
-    b.get(&format!("/invite?token={token}")).await;
-    let page = b
-        .post_form(
-            "/invite",
-            &[
-                ("token", &token),
-                ("password", "juniper cobalt harbour violin"),
-            ],
-        )
-        .await;
-    assert_eq!(page.location(), "/", "{}", page.body);
-    b.get("/account").await; // the session's CSRF token, for API calls
-    b
-}
 
 /// Enrol a device through the API, as its agent would; returns its id.
 async fn enrol(hub: &TestHub, code: &ClaimCode) -> String {
@@ -93,9 +65,9 @@ async fn owners_see_and_claim_only_their_own_devices() {
     let hub = TestHub::start().await;
     let db = &hub.hub.db;
     let (mut admin, _) = hub.setup_admin().await;
-    let mut operator = invite(&hub, &mut admin, "ops-olga", "operator").await;
-    let mut anna = invite(&hub, &mut admin, "owner-anna", "owner").await;
-    let mut bert = invite(&hub, &mut admin, "owner-bert", "owner").await;
+    let mut operator = hub.invite(&mut admin, "ops-olga", "operator").await;
+    let mut anna = hub.invite(&mut admin, "owner-anna", "owner").await;
+    let mut bert = hub.invite(&mut admin, "owner-bert", "owner").await;
 
     let product = ProductId::parse("thermo-v1").expect("id");
     db.create_product(&ProductModel {

@@ -8,36 +8,9 @@
 
 mod common;
 
-use common::{Browser, TestHub, link_token};
+use common::{Browser, TestHub};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-async fn invite(hub: &TestHub, admin: &mut Browser, username: &str, role: &str) -> Browser {
-    admin.get("/users").await;
-    let email = format!("{username}@example.org");
-    let page = admin
-        .post_form(
-            "/users/invite",
-            &[("username", username), ("email", &email), ("role", role)],
-        )
-        .await;
-    assert!(page.body.contains("Invitation sent"), "{}", page.body);
-    let mail = hub.wait_for_mail(&email, "/invite?token=").await;
-    let token = link_token(&mail, "/invite");
-    let mut b = hub.browser();
-    b.get(&format!("/invite?token={token}")).await;
-    let page = b
-        .post_form(
-            "/invite",
-            &[
-                ("token", &token),
-                ("password", "juniper cobalt harbour violin"),
-            ],
-        )
-        .await;
-    assert_eq!(page.location(), "/", "{}", page.body);
-    b
-}
 
 async fn api(b: &mut Browser, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
     let csrf = b.csrf.clone().unwrap_or_default();
@@ -56,8 +29,8 @@ async fn api(b: &mut Browser, method: Method, path: &str, body: Option<Value>) -
 async fn only_staff_read_and_triage_reports() {
     let hub = TestHub::start().await;
     let (mut admin, _) = hub.setup_admin().await;
-    let mut operator = invite(&hub, &mut admin, "ops-olga", "operator").await;
-    let mut owner = invite(&hub, &mut admin, "owner-anna", "owner").await;
+    let mut operator = hub.invite(&mut admin, "ops-olga", "operator").await;
+    let mut owner = hub.invite(&mut admin, "owner-anna", "owner").await;
 
     let mut rita = hub.browser();
     rita.get("/security").await;

@@ -28,6 +28,38 @@ pub fn install_crypto() {
 }
 
 impl TestHub {
+    /// An administrator invites `username` with `role`; the invitee follows the
+    /// e-mailed link, sets a password and is signed in. The returned browser has the
+    /// session's CSRF token (for API calls).
+    #[allow(dead_code)] // not every test file invites
+    pub async fn invite(&self, admin: &mut Browser, username: &str, role: &str) -> Browser {
+        admin.get("/users").await;
+        let email = format!("{username}@example.org");
+        let page = admin
+            .post_form(
+                "/users/invite",
+                &[("username", username), ("email", &email), ("role", role)],
+            )
+            .await;
+        assert!(page.body.contains("Invitation sent"), "{}", page.body);
+        let mail = self.wait_for_mail(&email, "/invite?token=").await;
+        let token = link_token(&mail, "/invite");
+        let mut b = self.browser();
+        b.get(&format!("/invite?token={token}")).await;
+        let page = b
+            .post_form(
+                "/invite",
+                &[
+                    ("token", &token),
+                    ("password", "juniper cobalt harbour violin"),
+                ],
+            )
+            .await;
+        assert_eq!(page.location(), "/", "{}", page.body);
+        b.get("/account").await;
+        b
+    }
+
     pub async fn start() -> TestHub {
         Self::start_with(|_| {}).await
     }
