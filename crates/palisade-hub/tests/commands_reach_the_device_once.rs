@@ -9,38 +9,10 @@
 mod common;
 
 use common::devices::{eventually, publish, run};
-use common::{Browser, TestHub, link_token};
+use common::{Browser, TestHub};
 use palisade_hub::db::commands::CommandStatus;
 use serde_json::{Value, json};
 use std::time::Duration;
-
-async fn invite_owner(hub: &TestHub, admin: &mut Browser, username: &str) -> Browser {
-    admin.get("/users").await;
-    let email = format!("{username}@example.org");
-    let page = admin
-        .post_form(
-            "/users/invite",
-            &[("username", username), ("email", &email), ("role", "owner")],
-        )
-        .await;
-    assert!(page.body.contains("Invitation sent"), "{}", page.body);
-    let mail = hub.wait_for_mail(&email, "/invite?token=").await;
-    let token = link_token(&mail, "/invite");
-    let mut b = hub.browser();
-    b.get(&format!("/invite?token={token}")).await;
-    let page = b
-        .post_form(
-            "/invite",
-            &[
-                ("token", &token),
-                ("password", "juniper cobalt harbour violin"),
-            ],
-        )
-        .await;
-    assert_eq!(page.location(), "/", "{}", page.body);
-    b.get("/account").await; // the session's CSRF token, for API calls
-    b
-}
 
 async fn api_post(b: &mut Browser, path: &str, body: Value) -> (u16, Value) {
     let csrf = b.csrf.clone().expect("csrf token");
@@ -193,7 +165,7 @@ async fn enc4_staff_commands_reach_the_subscribed_device_once_in_sequence() {
 
     // Owners cannot send commands, not to another's device nor to their own; they
     // read only their own device's commands. Anonymous callers get 401.
-    let mut owner = invite_owner(&hub, &mut admin, "owner-olive").await;
+    let mut owner = hub.invite(&mut admin, "owner-olive", "owner").await;
     let me: Value = serde_json::from_str(&owner.get("/api/v1/me").await.body).expect("me");
     // The test devices have no printed label: bind the owner as a claim would.
     sqlx::query("UPDATE devices SET owner_id = $1 WHERE id = $2")

@@ -14,8 +14,8 @@
 
 mod common;
 
+use common::TestHub;
 use common::devices::{TestDevice, eventually, publish, raw_tls, remaining_length};
-use common::{Browser, TestHub, link_token};
 use palisade_hub::db::commands::{CommandName, CommandStatus};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -385,33 +385,6 @@ async fn acc2_wills_only_on_own_topics_and_recorded_on_ungraceful_disconnect() {
     hub.hub.shutdown().await;
 }
 
-async fn invite_owner(hub: &TestHub, admin: &mut Browser, username: &str) -> Browser {
-    admin.get("/users").await;
-    let email = format!("{username}@example.org");
-    let page = admin
-        .post_form(
-            "/users/invite",
-            &[("username", username), ("email", &email), ("role", "owner")],
-        )
-        .await;
-    assert!(page.body.contains("Invitation sent"), "{}", page.body);
-    let mail = hub.wait_for_mail(&email, "/invite?token=").await;
-    let token = link_token(&mail, "/invite");
-    let mut b = hub.browser();
-    b.get(&format!("/invite?token={token}")).await;
-    let page = b
-        .post_form(
-            "/invite",
-            &[
-                ("token", &token),
-                ("password", "juniper cobalt harbour violin"),
-            ],
-        )
-        .await;
-    assert_eq!(page.location(), "/", "{}", page.body);
-    b
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn input1_device_events_are_validated_stored_and_listed_to_staff_and_owner_only() {
     let hub = TestHub::start().await;
@@ -459,7 +432,7 @@ async fn input1_device_events_are_validated_stored_and_listed_to_staff_and_owner
     assert_eq!(hub.browser().get(&path).await.status, 401);
     // IDOR: an owner sees the events of their own device only.
     let other = hub.enroll_device(&product).await;
-    let mut owner = invite_owner(&hub, &mut admin, "owner-evie").await;
+    let mut owner = hub.invite(&mut admin, "owner-evie", "owner").await;
     let me: serde_json::Value =
         serde_json::from_str(&owner.get("/api/v1/me").await.body).expect("me");
     sqlx::query("UPDATE devices SET owner_id = $1 WHERE id = $2")
