@@ -99,12 +99,13 @@ if ((quick == 0)); then
     done
 fi
 
-# --- python-tuf (reference TUF implementation for the agent's TUF client tests) --
+# --- python-tuf (reference TUF implementation for the agent's TUF client tests) and
+# jsonschema (validates our OSV and CycloneDX output against the published schemas) --
 tuf_venv="${CARGO_TARGET_DIR:-target}/tuf-venv"
-if ! "$tuf_venv/bin/python" -c 'import tuf, cryptography, sys; sys.exit(tuf.__version__ != "7.0.0")' >/dev/null 2>&1; then
-    section "Installing python-tuf 7.0.0 into $tuf_venv"
+if ! "$tuf_venv/bin/python" -c 'import tuf, cryptography, jsonschema, sys; sys.exit(tuf.__version__ != "7.0.0")' >/dev/null 2>&1; then
+    section "Installing python-tuf 7.0.0 and jsonschema into $tuf_venv"
     python3 -m venv "$tuf_venv"
-    "$tuf_venv/bin/pip" install --quiet --disable-pip-version-check 'tuf==7.0.0' cryptography </dev/null
+    "$tuf_venv/bin/pip" install --quiet --disable-pip-version-check 'tuf==7.0.0' cryptography 'jsonschema==4.23.0' </dev/null
 fi
 PALISADE_TUF_PYTHON="$(cd "$tuf_venv" && pwd)/bin/python"
 export PALISADE_TUF_PYTHON
