@@ -12,6 +12,9 @@
 //! - [`reset`]: factory reset: wipe the key and delete certificate, state and queue.
 //! - [`tuf`]: the bare TUF client (`palisade-agent tuf`) for checking an update
 //!   repository independently (UPD-2, UPD-4).
+//! - [`update`]: automatic verified updates from the hub's offers: TUF-verified,
+//!   resumable download, install into the inactive [`slots`] slot (or an install
+//!   command), restart, health check, commit or roll back (UPD-2, UPD-3, UPD-5).
 //!
 //! Every size, count and timeout applied to network input is in [`limits::Limits`].
 #![forbid(unsafe_code)]
@@ -26,10 +29,12 @@ pub mod queue;
 pub mod renew;
 pub mod reset;
 pub mod run;
+pub mod slots;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod tuf;
+pub mod update;
 
 use std::path::PathBuf;
 

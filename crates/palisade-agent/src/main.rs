@@ -38,11 +38,67 @@ enum Command {
         /// Where the agent keeps its key, certificate and state (created with mode 0700).
         #[arg(long, value_name = "DIR")]
         state_dir: PathBuf,
+        /// The maker's trusted TUF root for updates (root.json, shipped with the device).
+        /// Without it automatic updates stay off: a first root is never taken from the hub.
+        #[arg(long, value_name = "ROOT_JSON")]
+        update_root: Option<PathBuf>,
     },
-    /// Connect to the hub and stay connected: publish telemetry, handle commands.
-    Run {
+    /// Install the maker's trusted TUF root for updates (checked: signed by its own
+    /// threshold). Automatic updates stay off until one is installed.
+    UpdateRoot {
         #[arg(long, value_name = "DIR")]
         state_dir: PathBuf,
+        #[arg(value_name = "ROOT_JSON")]
+        root: PathBuf,
+    },
+    /// Install an update now, as if the hub had offered it: check it is newer than the
+    /// running version, download (resumably) and verify it with TUF, write the inactive
+    /// slot, switch, restart (this command runs again in the new slot), health-check,
+    /// commit or roll back. Prints each step as a JSON status report.
+    Update {
+        #[command(flatten)]
+        updater: UpdaterArgs,
+        /// The repository's metadata base URL (http:// or https://).
+        #[arg(long, value_name = "URL")]
+        metadata_url: String,
+        /// The repository's target base URL (http:// or https://).
+        #[arg(long, value_name = "URL")]
+        target_base_url: String,
+        /// The TUF target name of the image, e.g. MODEL-2.0.0.img.
+        #[arg(long, value_name = "NAME")]
+        target: String,
+        /// The product model.
+        #[arg(long, value_name = "MODEL")]
+        product: String,
+        /// The version the target is (must match what the targets key signed).
+        #[arg(long, value_name = "VERSION")]
+        version: String,
+        /// The release id reported with each step.
+        #[arg(long, value_name = "ID", default_value = "manual")]
+        release: String,
+        /// Install even if the owner postponed or switched off automatic install.
+        #[arg(long)]
+        now: bool,
+    },
+    /// Switch automatic install on or off, or postpone it (UPD-3).
+    AutoUpdate {
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+        #[command(subcommand)]
+        action: AutoAction,
+    },
+    /// Show firmware version, active slot, pending update, last result, automatic
+    /// install on/off and why, and the support end date if known.
+    Status {
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+        /// The A/B slot directory (default: STATE_DIR/slots).
+        #[arg(long, value_name = "DIR")]
+        slots_dir: Option<PathBuf>,
+    },
+    /// Connect to the hub and stay connected: publish telemetry, handle commands,
+    /// install update offers (automatic install unless the owner postponed it).
+    Run {
         /// Run this shell command for telemetry: each line it prints is one JSON object.
         /// It is started again one interval after it exits.
         #[arg(long, value_name = "CMD", conflicts_with = "simulate")]
@@ -77,6 +133,11 @@ enum Command {
         /// VERSION_ID written by the build) at every start.
         #[arg(long, value_name = "PATH")]
         firmware_version_file: Option<PathBuf>,
+        #[command(flatten)]
+        updater: UpdaterArgs,
+        /// How often a pending update offer is tried again (it is also tried at start).
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+        update_check_interval: Duration,
     },
     /// Factory reset: tell the hub (it decommissions the device; at most 10 s), then
     /// overwrite and delete the device key and delete the certificate, configuration,
@@ -107,6 +168,56 @@ enum Command {
         target_dir: Option<PathBuf>,
         #[command(subcommand)]
         action: TufAction,
+    },
+}
+
+/// The updater's options, shared by `run` and `update`.
+#[derive(clap::Args)]
+struct UpdaterArgs {
+    #[arg(long, value_name = "DIR")]
+    state_dir: PathBuf,
+    /// The A/B slot directory (default: STATE_DIR/slots).
+    #[arg(long, value_name = "DIR")]
+    slots_dir: Option<PathBuf>,
+    /// Hand the verified image to this shell command (its path is $1 and
+    /// PALISADE_UPDATE_IMAGE), e.g. `rauc install "$1"`, instead of the slot installer;
+    /// its exit status decides.
+    #[arg(long, value_name = "CMD")]
+    install_command: Option<String>,
+    /// After the restart into a new slot, this shell command must succeed (exit 0)
+    /// within --health-timeout, or the previous slot is booted again.
+    #[arg(long, value_name = "CMD")]
+    health_command: Option<String>,
+    /// Deadline of the health check (and, for `run`, of the reconnection to the hub).
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    health_timeout: Duration,
+}
+
+impl UpdaterArgs {
+    fn options(&self, source: palisade_agent::update::Source) -> palisade_agent::update::Options {
+        palisade_agent::update::Options {
+            state_dir: self.state_dir.clone(),
+            slots_dir: self.slots_dir.clone().unwrap_or_else(|| {
+                palisade_agent::update::Options::default_slots_dir(&self.state_dir)
+            }),
+            install_command: self.install_command.clone(),
+            health_command: self.health_command.clone(),
+            health_timeout: self.health_timeout,
+            source,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum AutoAction {
+    /// Install updates automatically (the default).
+    On,
+    /// Never install automatically (not recommended: security fixes wait for you).
+    Off,
+    /// No automatic install before this time (RFC 3339, e.g. 2026-12-24T06:00:00Z).
+    Postpone {
+        #[arg(long, value_name = "TIME")]
+        until: String,
     },
 }
 
@@ -147,7 +258,19 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // The bare TUF client's interface says exit 1 on any failure, usage errors
+            // included; the other commands keep clap's usual 2.
+            let tuf = std::env::args().nth(1).as_deref() == Some("tuf");
+            if tuf && e.use_stderr() {
+                let _ = e.print();
+                return ExitCode::FAILURE;
+            }
+            e.exit();
+        }
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -167,6 +290,10 @@ fn main() -> ExitCode {
     }
 }
 
+fn tempfile_dir() -> anyhow::Result<tempfile::TempDir> {
+    tempfile::tempdir().context("cannot create a temporary directory")
+}
+
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -178,7 +305,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             ca,
             claim,
             state_dir,
+            update_root,
         } => {
+            if let Some(root) = &update_root {
+                // Checked before enrolment, so a bad file does not leave a half setup.
+                let check = tempfile_dir()?;
+                palisade_agent::tuf::init(check.path(), root)
+                    .with_context(|| format!("--update-root {}", root.display()))?;
+            }
             let ca_pem = std::fs::read(&ca)
                 .with_context(|| format!("cannot read the hub CA file {}", ca.display()))?;
             let opts = EnrollOptions {
@@ -195,14 +329,122 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 config.not_after,
                 state_dir.display()
             );
+            if let Some(root) = &update_root {
+                palisade_agent::update::save_update_root(&state_dir, root)?;
+                println!("trusted update root installed: automatic updates are on");
+            } else {
+                println!(
+                    "no --update-root: automatic updates stay OFF until `palisade-agent update-root` installs the maker's root"
+                );
+            }
             println!(
                 "next: palisade-agent run --state-dir {}",
                 state_dir.display()
             );
             Ok(())
         }
-        Command::Run {
+        Command::UpdateRoot { state_dir, root } => {
+            palisade_agent::update::save_update_root(&state_dir, &root)?;
+            println!("trusted update root installed in {}", state_dir.display());
+            Ok(())
+        }
+        Command::Update {
+            updater,
+            metadata_url,
+            target_base_url,
+            target,
+            product,
+            version,
+            release,
+            now,
+        } => {
+            use palisade_agent::update::{Applied, Offer, Source, Updater};
+            let opts = updater.options(Source::Urls {
+                metadata_url,
+                target_base_url,
+            });
+            let state = palisade_agent::state::StateDir::new(&opts.state_dir);
+            palisade_agent::fsutil::ensure_private_dir(state.root())?;
+            let lock = state.lock()?;
+            let mut updater = Updater::open(opts)?;
+            let offer = Offer {
+                release,
+                product,
+                version,
+                target,
+                security: false,
+                notes: String::new(),
+            };
+            let result = runtime.block_on(async {
+                updater.startup(false).await?;
+                updater.apply(offer, now).await
+            });
+            for report in &updater.reports {
+                println!("{}", serde_json::to_string(report)?);
+            }
+            match result? {
+                Applied::Deferred(why) => println!("not installed: automatic install {why}"),
+                Applied::UpToDate => println!("up to date"),
+                Applied::HandedOver => println!("handed to the install command"),
+                Applied::Restart(token) => {
+                    drop(lock);
+                    drop(runtime);
+                    return Err(palisade_agent::update::restart(&token).into());
+                }
+            }
+            Ok(())
+        }
+        Command::AutoUpdate { state_dir, action } => {
+            use palisade_agent::update::{Policy, format_time, load_policy, save_policy};
+            let state = palisade_agent::state::StateDir::new(&state_dir);
+            let mut policy = load_policy(&state)?;
+            match action {
+                AutoAction::On => {
+                    policy = Policy::default();
+                    println!("automatic install: on");
+                }
+                AutoAction::Off => {
+                    policy.off = true;
+                    println!(
+                        "WARNING: automatic install is OFF: security updates will not be installed until you turn it on again"
+                    );
+                }
+                AutoAction::Postpone { until } => {
+                    let t = time::OffsetDateTime::parse(
+                        &until,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .with_context(|| format!("--until {until:?} is not an RFC 3339 time"))?
+                    .unix_timestamp();
+                    policy.postpone_until = Some(t);
+                    println!(
+                        "WARNING: automatic install is postponed until {}: security updates wait until then",
+                        format_time(t)
+                    );
+                }
+            }
+            save_policy(&state, &policy)?;
+            Ok(())
+        }
+        Command::Status {
             state_dir,
+            slots_dir,
+        } => {
+            use palisade_agent::update::{Options, Source, status_text};
+            let opts = Options {
+                slots_dir: slots_dir.unwrap_or_else(|| Options::default_slots_dir(&state_dir)),
+                state_dir,
+                install_command: None,
+                health_command: None,
+                health_timeout: Duration::from_secs(60),
+                source: Source::Hub,
+            };
+            print!("{}", status_text(&opts)?);
+            Ok(())
+        }
+        Command::Run {
+            updater,
+            update_check_interval,
             telemetry_command,
             simulate,
             simulate_fields,
@@ -212,6 +454,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             firmware_version,
             firmware_version_file,
         } => {
+            let state_dir = updater.state_dir.clone();
+            let update = updater.options(palisade_agent::update::Source::Hub);
             let firmware = match (firmware_version, firmware_version_file) {
                 (Some(v), _) => Some(v),
                 (None, Some(path)) => {
@@ -273,7 +517,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     }
                     std::process::exit(130);
                 });
-                palisade_agent::run::run(opts, stop_rx)
+                palisade_agent::run::run_with_updates(opts, Some((update, update_check_interval)), stop_rx)
                     .await
                     .map_err(anyhow::Error::from)
             })?;

@@ -25,7 +25,7 @@ use crate::queue::{DiskQueue, Record, RecordKind};
 use crate::renew;
 use crate::state::{AgentConfig, StateDir};
 use crate::telemetry::{self, Source};
-use crate::{Error, Result, tls};
+use crate::{Error, Result, tls, update};
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -46,6 +46,8 @@ pub struct RunOptions {
 
 enum InFlight {
     Record(u64),
+    /// An update status report (the oldest in the updater's outbox).
+    UpdateReport,
     Direct,
     /// A certificate renewal request.
     Csr,
@@ -57,6 +59,8 @@ enum Served {
     Stopped,
     /// A renewed certificate is stored: reconnect with it now.
     Renewed,
+    /// A new slot is tentative: restart into it.
+    Restart,
 }
 
 /// A renewal request sent, waiting for the certificate.
@@ -84,6 +88,22 @@ struct Agent {
     renew_not_before: Instant,
     /// Set when a renewed certificate has been stored during this session.
     renewed: bool,
+    updates: Option<Updates>,
+}
+
+/// The updater inside `run` (UPD-2, UPD-5): offers from `devices/{id}/update` are kept
+/// and applied by a background task; the session publishes its reports.
+struct Updates {
+    updater: Arc<tokio::sync::Mutex<update::Updater>>,
+    /// The planned start of a new slot: commit after the reconnection and the health
+    /// check, roll back if the hub is not reached before the deadline.
+    trial: Option<(u64, Instant)>,
+    interval: Duration,
+    next_check: Instant,
+    task: Option<tokio::task::JoinHandle<Result<update::Applied>>>,
+    reports_in_flight: usize,
+    /// A verified slot is tentative: restart with this token once the session is closed.
+    restart: Option<String>,
 }
 
 /// Save the maker's firmware version in the state directory (SUP-3), to be reported
@@ -96,9 +116,40 @@ pub fn set_firmware_version(state_dir: &std::path::Path, version: &str) -> Resul
 }
 
 /// Run until `shutdown` becomes true.
-pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+pub async fn run(opts: RunOptions, shutdown: watch::Receiver<bool>) -> Result<()> {
+    run_with_updates(opts, None, shutdown).await
+}
+
+/// [`run`] with the updater: update offers are installed as the owner's policy allows;
+/// after a restart into a new slot the reconnection and health check decide commit or
+/// roll back. When a new slot is switched, the agent closes its session and re-executes
+/// itself ([`update::restart`]); this returns only if that fails.
+pub async fn run_with_updates(
+    opts: RunOptions,
+    update_opts: Option<(update::Options, Duration)>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     let state = StateDir::new(&opts.state_dir);
-    let _lock = state.lock()?;
+    let lock = state.lock()?;
+    let mut updates = None;
+    if let Some((uopts, interval)) = update_opts {
+        let deadline = update::trial_deadline(&uopts);
+        let mut updater = update::Updater::open(uopts)?;
+        let startup = updater.startup(true).await?;
+        let trial = match startup {
+            update::Startup::Trial { stopped_at_ms } => Some((stopped_at_ms, deadline)),
+            update::Startup::Normal => None,
+        };
+        updates = Some(Updates {
+            updater: Arc::new(tokio::sync::Mutex::new(updater)),
+            trial,
+            interval,
+            next_check: Instant::now(),
+            task: None,
+            reports_in_flight: 0,
+            restart: None,
+        });
+    }
     renew::recover(&state)?;
     let identity = state.load_identity()?;
     let config = identity.config.clone();
@@ -123,7 +174,10 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
         opts.limits.queue_max_bytes,
     )?;
     let guard = CommandGuard::open(state.root())?;
-    let firmware_version = state.firmware_version()?;
+    let firmware_version = match &updates {
+        Some(u) => u.updater.lock().await.running_version()?,
+        None => state.firmware_version()?,
+    };
     tracing::info!(
         device_id = %config.device_id,
         hub = %target.peer(),
@@ -146,6 +200,7 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
         renewal: None,
         renew_not_before: Instant::now(),
         renewed: false,
+        updates,
     };
 
     let (tx, mut rx) = mpsc::channel::<Map<String, Value>>(64);
@@ -154,6 +209,11 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
     drop(rx);
     let _ = tokio::time::timeout(Duration::from_secs(5), producer).await;
     tracing::info!(pending = agent.queue.len(), "agent stopped");
+    if let (Ok(()), Some(token)) = (&result, agent.updates.and_then(|u| u.restart)) {
+        drop(lock);
+        tracing::info!("restarting into the new slot");
+        return Err(update::restart(&token));
+    }
     result
 }
 
@@ -183,6 +243,7 @@ impl Agent {
                     }
                 }
             }
+            self.check_trial_deadline().await?;
             attempt += 1;
             tracing::info!(attempt, peer = %self.target.peer(), "connecting to the hub");
             let will = json!({"status": "offline", "reason": "connection lost"});
@@ -210,7 +271,7 @@ impl Agent {
                         backoff.reset();
                     }
                     match served {
-                        Ok(Served::Stopped) => return Ok(()),
+                        Ok(Served::Stopped | Served::Restart) => return Ok(()),
                         Ok(Served::Renewed) => {
                             // Reconnect at once, with the new certificate.
                             self.reload_identity()?;
@@ -248,6 +309,10 @@ impl Agent {
         let commands = self.target.topic("commands");
         let mut work = session.subscribe(&commands).await?;
         work.extend(session.subscribe(&self.target.topic("certificate")).await?);
+        if self.updates.is_some() {
+            work.extend(session.subscribe(&self.target.topic("update")).await?);
+            self.finish_trial().await?;
+        }
         self.publish_state(&mut session, &mut inflight, "online")
             .await?;
         loop {
@@ -263,9 +328,19 @@ impl Agent {
             }
             self.pump(&mut session, &mut inflight, &mut sent).await?;
             self.maybe_renew(&mut session, &mut inflight).await?;
+            if self.update_step(&mut session, &mut inflight).await? {
+                session.disconnect().await;
+                return Ok(Served::Restart);
+            }
             let renewal_wake = self.renewal_wake();
+            let update_tick = if self.updates.is_some() {
+                Instant::now() + Duration::from_secs(1)
+            } else {
+                renewal_wake
+            };
             tokio::select! {
                 wake = session.wait() => work = session.handle(wake).await?,
+                () = tokio::time::sleep_until(update_tick.into()) => {}
                 Some(sample) = rx.recv() => self.enqueue_telemetry(sample)?,
                 () = tokio::time::sleep_until(renewal_wake.into()) => {}
                 () = crate::stopped(shutdown) => {
@@ -275,6 +350,136 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// The hub was not reached within the trial's deadline: roll back.
+    async fn check_trial_deadline(&mut self) -> Result<()> {
+        let Some(u) = self.updates.as_mut() else {
+            return Ok(());
+        };
+        if let Some((_, deadline)) = u.trial
+            && Instant::now() > deadline
+        {
+            u.trial = None;
+            let mut updater = u.updater.lock().await;
+            updater.finish_trial(
+                Err("no reconnection to the hub before the health deadline".into()),
+                0,
+            )?;
+            self.firmware_version = updater.running_version()?;
+        }
+        Ok(())
+    }
+
+    /// Connected after a restart into a new slot: run the health command, then commit
+    /// (downtime: from the stop before the restart to this reconnection) or roll back.
+    async fn finish_trial(&mut self) -> Result<()> {
+        self.check_trial_deadline().await?;
+        let Some(u) = self.updates.as_mut() else {
+            return Ok(());
+        };
+        let Some((stopped_at_ms, _)) = u.trial.take() else {
+            return Ok(());
+        };
+        let reconnected_ms = crate::unix_now_ms();
+        let mut updater = u.updater.lock().await;
+        let health = updater.health_check().await;
+        // The downtime ends at the reconnection, not after the health command.
+        let stopped = stopped_at_ms.saturating_add(crate::unix_now_ms() - reconnected_ms);
+        updater.finish_trial(health, stopped)?;
+        self.firmware_version = updater.running_version()?;
+        Ok(())
+    }
+
+    /// An offer on `devices/{id}/update`: remember it and try it now.
+    async fn on_offer(&mut self, payload: &[u8]) -> Result<()> {
+        let Some(u) = self.updates.as_mut() else {
+            return Ok(());
+        };
+        match update::Offer::parse(payload) {
+            Ok(offer) => {
+                tracing::info!(release = %offer.release, version = %offer.version, security = offer.security, "update offered");
+                if offer.security && !offer.notes.is_empty() {
+                    tracing::warn!("security update {}: {}", offer.version, offer.notes);
+                }
+                match u.updater.try_lock() {
+                    Ok(mut updater) => updater.remember(offer)?,
+                    // Busy with an earlier offer: this one is tried when it is done.
+                    Err(_) => tracing::info!("an update is in progress; the new offer waits"),
+                }
+                u.next_check = Instant::now();
+            }
+            Err(e) => tracing::warn!("ignored an invalid update offer: {e}"),
+        }
+        Ok(())
+    }
+
+    /// Publish update reports, start a pending update in the background, and notice
+    /// when it is done. Returns true when the agent must restart into a new slot.
+    async fn update_step(
+        &mut self,
+        session: &mut Session,
+        inflight: &mut HashMap<u16, InFlight>,
+    ) -> Result<bool> {
+        let Some(u) = self.updates.as_mut() else {
+            return Ok(false);
+        };
+        if u.task.as_ref().is_some_and(|t| t.is_finished())
+            && let Some(task) = u.task.take()
+        {
+            match task.await {
+                Ok(Ok(update::Applied::Restart(token))) => u.restart = Some(token),
+                Ok(Ok(update::Applied::Deferred(_) | update::Applied::UpToDate)) => {
+                    u.next_check = Instant::now() + u.interval;
+                }
+                Ok(Ok(update::Applied::HandedOver)) => u.next_check = Instant::now() + u.interval,
+                Ok(Err(e)) => {
+                    tracing::warn!("update not installed: {e}");
+                    u.next_check = Instant::now() + u.interval;
+                }
+                Err(e) => {
+                    tracing::error!("update task failed: {e}");
+                    u.next_check = Instant::now() + u.interval;
+                }
+            }
+        }
+        let topic = self.target.topic("update/status");
+        if u.reports_in_flight == 0
+            && let Ok(updater) = u.updater.try_lock()
+        {
+            let reports: Vec<update::Report> = updater.outbox().to_vec();
+            drop(updater);
+            for report in reports {
+                let payload =
+                    serde_json::to_vec(&report).map_err(|e| Error::json("update report", e))?;
+                match session.publish(&topic, &payload, &[]).await? {
+                    Ok(packet_id) => {
+                        inflight.insert(packet_id, InFlight::UpdateReport);
+                        u.reports_in_flight += 1;
+                    }
+                    Err(reason) => {
+                        tracing::warn!("update report not published: {reason}");
+                        break;
+                    }
+                }
+            }
+        }
+        if u.restart.is_some() {
+            // Let the reports reach the hub first (bounded by the in-flight window).
+            return Ok(u.reports_in_flight == 0);
+        }
+        if u.task.is_none() && u.trial.is_none() && Instant::now() >= u.next_check {
+            u.next_check = Instant::now() + u.interval;
+            let updater = Arc::clone(&u.updater);
+            u.task = Some(tokio::spawn(async move {
+                let mut updater = updater.lock().await;
+                match updater.record().pending.clone() {
+                    Some(offer) => updater.apply(offer, false).await,
+                    None => Ok(update::Applied::UpToDate),
+                }
+            }));
+        }
+        Ok(false)
     }
 
     /// Load the (renewed) identity and use it for the next connections.
@@ -460,6 +665,13 @@ impl Agent {
                     self.renewal = None;
                     self.renew_not_before = Instant::now() + self.limits.renew_retry;
                 }
+                if let (Some(InFlight::UpdateReport), Some(u)) = (&flight, self.updates.as_mut()) {
+                    u.reports_in_flight = u.reports_in_flight.saturating_sub(1);
+                    // Refused reports are dropped too (never resent in a loop).
+                    if !matches!(outcome, PubOutcome::Retry(_)) {
+                        u.updater.lock().await.acknowledge(1)?;
+                    }
+                }
                 if let Some(InFlight::Record(seq)) = flight {
                     match outcome {
                         PubOutcome::Accepted => {
@@ -496,6 +708,8 @@ impl Agent {
                     self.on_command(session, inflight, &payload).await?;
                 } else if topic == self.target.topic("certificate") {
                     self.on_certificate(&payload)?;
+                } else if topic == self.target.topic("update") {
+                    self.on_offer(&payload).await?;
                 } else {
                     tracing::warn!("ignored a message on unexpected topic {topic:?}");
                 }

@@ -81,6 +81,17 @@ pub enum Downloaded {
     AlreadyPresent(PathBuf),
 }
 
+/// A target as the trusted metadata describes it, and where it is served.
+#[derive(Debug, Clone)]
+pub struct TrustedTarget {
+    pub name: String,
+    pub length: u64,
+    pub sha256: Vec<u8>,
+    /// The target's `custom` object (signed with the targets metadata).
+    pub custom: HashMap<String, serde_json::Value>,
+    pub url: Url,
+}
+
 /// One client instance: a metadata directory, a repository and a transport.
 pub struct TufClient {
     metadata_dir: PathBuf,
@@ -97,13 +108,25 @@ impl TufClient {
         metadata_url: &str,
         target_base_url: Option<&str>,
     ) -> Result<Self> {
+        Self::with_tls(metadata_dir, metadata_url, target_base_url, None)
+    }
+
+    /// [`TufClient::new`] with the TLS configuration to use for `https://` (the agent's
+    /// update path: the pinned hub CA and the device certificate as client identity);
+    /// `None` trusts the public web PKI, for independent checking.
+    pub fn with_tls(
+        metadata_dir: &Path,
+        metadata_url: &str,
+        target_base_url: Option<&str>,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<Self> {
         let metadata_base = base_url(metadata_url, "metadata URL")?;
         let targets_base = match target_base_url {
             Some(u) => base_url(u, "target base URL")?,
             // refresh never fetches a target; tough needs some base.
             None => metadata_base.clone(),
         };
-        let transport = HttpTransport::new(&metadata_base, &targets_base)?;
+        let transport = HttpTransport::new(&metadata_base, &targets_base, tls)?;
         Ok(Self {
             metadata_dir: metadata_dir.to_path_buf(),
             metadata_base,
@@ -215,6 +238,117 @@ impl TufClient {
             .map_err(|e| Error::io(format!("rename to {}", path.display()), e.error))?;
         fsutil::fsync_dir(target_dir)?;
         Ok(Downloaded::Fetched(path))
+    }
+
+    /// What the trusted targets metadata (top-level or delegated) says about `name`.
+    pub fn trusted_target(&self, repo: &Repository, name: &str) -> Result<TrustedTarget> {
+        let target_name =
+            TargetName::new(name).map_err(|e| Error::invalid("target name", e.to_string()))?;
+        let target = repo
+            .targets()
+            .signed
+            .find_target(&target_name, false)
+            .map_err(|_| Error::TufRefused(format!("no trusted metadata for target {name:?}")))?;
+        let sha256 = target.hashes.sha256.as_ref().to_vec();
+        let hex: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
+        let served = if repo.root().signed.consistent_snapshot {
+            match name.rsplit_once('/') {
+                Some((dir, file)) => format!("{dir}/{hex}.{file}"),
+                None => format!("{hex}.{name}"),
+            }
+        } else {
+            name.to_owned()
+        };
+        let url = self
+            .targets_base
+            .join(&served)
+            .map_err(|e| Error::invalid("target name", e.to_string()))?;
+        Ok(TrustedTarget {
+            name: name.to_owned(),
+            length: target.length,
+            sha256,
+            custom: target.custom.clone().into_iter().collect(),
+            url,
+        })
+    }
+
+    /// Download `target` into `part` resumably: bytes already in `part` are kept and
+    /// the rest is asked for with a `Range` request (a server that answers with the
+    /// whole file restarts it). Reading stops one byte past the declared length: a
+    /// longer body is refused and the partial file deleted. When complete, the whole
+    /// file's length and SHA-256 must be the trusted ones, or it is deleted and refused.
+    /// Returns whether bytes were fetched (false: `part` was already complete).
+    pub async fn fetch_resumable(&self, target: &TrustedTarget, part: &Path) -> Result<bool> {
+        use std::io::Seek;
+        let refuse = |why: String| -> Result<bool> {
+            fsutil::remove_file(part)?;
+            Err(Error::TufRefused(format!("target {:?}: {why}", target.name)))
+        };
+        let mut have = match std::fs::metadata(part) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(Error::io(format!("inspect {}", part.display()), e)),
+        };
+        if have > target.length {
+            fsutil::remove_file(part)?;
+            have = 0;
+        }
+        let mut fetched = false;
+        if have < target.length {
+            fetched = true;
+            let mut request = self.transport.client.get(target.url.clone());
+            if have > 0 {
+                request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
+            }
+            let mut response = request
+                .send()
+                .await
+                .map_err(|e| Error::Http(format!("{}: {e}", target.url)))?;
+            let status = response.status();
+            let resumed = status == reqwest::StatusCode::PARTIAL_CONTENT && have > 0;
+            if !status.is_success() {
+                return Err(Error::Http(format!("{}: HTTP status {status}", target.url)));
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(false)
+                .open(part)
+                .map_err(|e| Error::io(format!("open {}", part.display()), e))?;
+            if !resumed {
+                file.set_len(0)
+                    .map_err(|e| Error::io(format!("truncate {}", part.display()), e))?;
+                have = 0;
+            }
+            file.seek(std::io::SeekFrom::Start(have))
+                .map_err(|e| Error::io(format!("seek {}", part.display()), e))?;
+            loop {
+                let chunk = response
+                    .chunk()
+                    .await
+                    .map_err(|e| Error::Http(format!("{}: {e}", target.url)))?;
+                let Some(chunk) = chunk else { break };
+                if have + chunk.len() as u64 > target.length {
+                    drop(file);
+                    return refuse(format!(
+                        "the server sent more than the {} bytes the targets metadata declares",
+                        target.length
+                    ));
+                }
+                file.write_all(&chunk)
+                    .map_err(|e| Error::io(format!("write {}", part.display()), e))?;
+                have += chunk.len() as u64;
+            }
+            file.sync_all()
+                .map_err(|e| Error::io(format!("fsync {}", part.display()), e))?;
+        }
+        if !has_content(part, target.length, &target.sha256)? {
+            return refuse(
+                "length or SHA-256 differs from the signed targets metadata (tampered or truncated)"
+                    .into(),
+            );
+        }
+        Ok(fetched)
     }
 
     fn forget_clock(&self) -> Result<()> {
@@ -378,17 +512,26 @@ struct HttpTransport {
 }
 
 impl HttpTransport {
-    fn new(metadata_base: &Url, targets_base: &Url) -> Result<Self> {
-        // Public CAs for https:// (the repository's metadata, not TLS, is what is
-        // trusted); the agent's single provider, never a process default.
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    fn new(
+        metadata_base: &Url,
+        targets_base: &Url,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<Self> {
+        let tls = match tls {
+            Some(tls) => tls,
+            None => {
+                // Public CAs for https:// (the repository's metadata, not TLS, is what
+                // is trusted); the agent's single provider, never a process default.
+                let roots = rustls::RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                };
+                rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| Error::invalid("TLS configuration", e.to_string()))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth()
+            }
         };
-        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::invalid("TLS configuration", e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .connect_timeout(Duration::from_secs(15))
@@ -540,7 +683,7 @@ mod tests {
     #[test]
     fn nested_consistent_target_urls_follow_the_specification() {
         let base = Url::parse("http://127.0.0.1:1/targets/").expect("url");
-        let t = HttpTransport::new(&base, &base).expect("transport");
+        let t = HttpTransport::new(&base, &base, None).expect("transport");
         let hash = "ab".repeat(32);
         let asked = Url::parse(&format!("{base}{hash}.dir/sub/file.txt")).expect("url");
         assert_eq!(

@@ -304,6 +304,34 @@ def rotation(out):
     bad_v4("rotation_skips_a_version", lambda old, new: old + new, version=5)
 
 
+def image(version):
+    """A firmware image of a few hundred KiB (so a download can be cut and resumed)."""
+    line = f"MODEL firmware {version}\n".encode()
+    return line * (300_000 // len(line))
+
+
+def firmware(out):
+    """Firmware releases of product MODEL: 1.0.0 (older), 2.0.0 (version bound by the
+    name), 3.0.0 (version and support end in the signed `custom` object), and a target
+    whose name claims 9.0.0 but whose signed custom.version is 1.5.0."""
+    repo = Repo()
+    repo.write_trusted_root(out)
+    repo.add_target("MODEL-1.0.0.img", image("1.0.0"))
+    repo.add_target("MODEL-2.0.0.img", image("2.0.0"))
+    repo.add_target("MODEL-3.0.0.img", image("3.0.0"))
+    repo.targets.signed.targets["MODEL-3.0.0.img"].unrecognized_fields["custom"] = {
+        "product": "MODEL", "version": "3.0.0", "support_until": "2031-12-31"}
+    repo.add_target("MODEL-9.0.0.img", image("1.5.0"))
+    repo.targets.signed.targets["MODEL-9.0.0.img"].unrecognized_fields["custom"] = {
+        "product": "MODEL", "version": "1.5.0"}
+    repo.publish(bump=False)
+    repo.write(out, "v1")
+    # The same metadata; the server's 2.0.0 image has one byte changed.
+    bad = bytearray(image("2.0.0"))
+    bad[1000] ^= 1
+    repo.write(out, "tampered", target_override={"MODEL-2.0.0.img": bytes(bad)})
+
+
 def main():
     scenario, out = sys.argv[1], sys.argv[2]
     os.makedirs(out, exist_ok=True)
@@ -315,6 +343,8 @@ def main():
         attacks(out)
     elif scenario == "rotation":
         rotation(out)
+    elif scenario == "firmware":
+        firmware(out)
     else:
         sys.exit(f"unknown scenario {scenario}")
 

@@ -90,6 +90,10 @@ struct State {
     root: PathBuf,
     endless: HashSet<String>,
     hits: HashMap<String, usize>,
+    /// Close the connection after this many body bytes (an interrupted download).
+    cut: HashMap<String, usize>,
+    /// `Range` headers received, with their path.
+    ranges: Vec<(String, String)>,
 }
 
 /// A loopback HTTP/1.1 server for one step directory at a time (`/metadata/...`,
@@ -134,6 +138,20 @@ impl Server {
             .insert(path.to_owned());
     }
 
+    /// Close the connection after `bytes` body bytes when `path` is next served.
+    pub fn cut_once(&self, path: &str, bytes: usize) {
+        self.state
+            .lock()
+            .expect("state")
+            .cut
+            .insert(path.to_owned(), bytes);
+    }
+
+    /// `Range` headers received so far, with their URL path.
+    pub fn ranges(&self) -> Vec<(String, String)> {
+        self.state.lock().expect("state").ranges.clone()
+    }
+
     /// Requests so far for URL paths under `prefix`.
     pub fn hits(&self, prefix: &str) -> usize {
         let state = self.state.lock().expect("state");
@@ -175,11 +193,24 @@ fn serve(mut conn: TcpStream, state: &Mutex<State>) {
     }
     let text = String::from_utf8_lossy(&request);
     let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    let (root, endless) = {
+    let range_start = text
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("range").then(|| value.trim().to_owned())
+        });
+    let (root, endless, cut) = {
         let mut s = state.lock().expect("state");
         *s.hits.entry(path.clone()).or_default() += 1;
-        (s.root.clone(), s.endless.contains(&path))
+        if let Some(r) = &range_start {
+            s.ranges.push((path.clone(), r.clone()));
+        }
+        let cut = s.cut.remove(&path);
+        (s.root.clone(), s.endless.contains(&path), cut)
     };
+    let range_start: Option<usize> = range_start
+        .and_then(|r| r.strip_prefix("bytes=").map(str::to_owned))
+        .and_then(|r| r.strip_suffix('-').and_then(|n| n.parse().ok()));
     if endless {
         let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
         let chunk = vec![b'A'; 64 * 1024];
@@ -195,6 +226,34 @@ fn serve(mut conn: TcpStream, state: &Mutex<State>) {
     let file = (!relative.split('/').any(|part| part == ".."))
         .then(|| root.join(relative))
         .and_then(|p| std::fs::read(p).ok());
+    if let (Some(body), Some(start)) = (&file, range_start)
+        && start < body.len()
+    {
+        let _ = conn
+            .write_all(
+                format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{}/{}\r\nConnection: close\r\n\r\n",
+                    body.len() - start,
+                    body.len() - 1,
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .and_then(|()| conn.write_all(&body[start..]));
+        return;
+    }
+    if let (Some(body), Some(n)) = (&file, cut) {
+        let _ = conn
+            .write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .and_then(|()| conn.write_all(&body[..n.min(body.len())]));
+        return;
+    }
     let _ = match file {
         Some(body) => conn
             .write_all(
