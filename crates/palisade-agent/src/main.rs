@@ -517,9 +517,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     }
                     std::process::exit(130);
                 });
-                palisade_agent::run::run_with_updates(opts, Some((update, update_check_interval)), stop_rx)
-                    .await
-                    .map_err(anyhow::Error::from)
+                palisade_agent::run::run_with_updates(
+                    opts,
+                    Some((update, update_check_interval)),
+                    stop_rx,
+                )
+                .await
+                .map_err(anyhow::Error::from)
             })?;
             Ok(())
         }

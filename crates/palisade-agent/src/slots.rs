@@ -129,7 +129,8 @@ impl Slots {
             return Ok(BootState::default());
         }
         let bytes = fsutil::read_bounded(&path, MAX_BOOT_FILE)?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::json(format!("parse {}", path.display()), e))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::json(format!("parse {}", path.display()), e))
     }
 
     /// Replace `boot.json` atomically (write, fsync, rename, fsync the directory).
@@ -186,10 +187,19 @@ impl Slots {
     }
 
     /// Make `slot` tentative (atomically): the next planned start tries it.
-    pub fn switch(&self, slot: Slot, info: SlotInfo, token: &str, stopped_at_ms: u64) -> Result<()> {
+    pub fn switch(
+        &self,
+        slot: Slot,
+        info: SlotInfo,
+        token: &str,
+        stopped_at_ms: u64,
+    ) -> Result<()> {
         let mut state = self.load()?;
         if slot == state.active {
-            return Err(Error::invalid("slot switch", "the new slot is the active one"));
+            return Err(Error::invalid(
+                "slot switch",
+                "the new slot is the active one",
+            ));
         }
         *state.info_mut(slot) = info;
         state.tentative = Some(slot);
@@ -248,13 +258,22 @@ mod tests {
         // A wrong length or hash is never installed.
         assert!(slots.write_inactive(&image, 7, sha.as_ref()).is_err());
         assert!(slots.write_inactive(&image, 8, &[0u8; 32]).is_err());
-        let slot = slots.write_inactive(&image, 8, sha.as_ref()).expect("write");
+        let slot = slots
+            .write_inactive(&image, 8, sha.as_ref())
+            .expect("write");
         assert_eq!(slot, Slot::B);
-        assert_eq!(std::fs::read(slots.image_path(Slot::B)).expect("slot"), b"firmware");
-        slots.switch(slot, SlotInfo::default(), "t", 1).expect("switch");
+        assert_eq!(
+            std::fs::read(slots.image_path(Slot::B)).expect("slot"),
+            b"firmware"
+        );
+        slots
+            .switch(slot, SlotInfo::default(), "t", 1)
+            .expect("switch");
         assert_eq!(slots.load().expect("load").tentative, Some(Slot::B));
         assert_eq!(slots.roll_back().expect("roll back").active, Slot::A);
-        slots.switch(slot, SlotInfo::default(), "t", 1).expect("switch");
+        slots
+            .switch(slot, SlotInfo::default(), "t", 1)
+            .expect("switch");
         let state = slots.commit().expect("commit");
         assert_eq!((state.active, state.tentative), (Slot::B, None));
     }

@@ -282,7 +282,10 @@ impl TufClient {
         use std::io::Seek;
         let refuse = |why: String| -> Result<bool> {
             fsutil::remove_file(part)?;
-            Err(Error::TufRefused(format!("target {:?}: {why}", target.name)))
+            Err(Error::TufRefused(format!(
+                "target {:?}: {why}",
+                target.name
+            )))
         };
         let mut have = match std::fs::metadata(part) {
             Ok(m) => m.len(),

@@ -64,7 +64,10 @@ impl Offer {
                 && s != ".."
         };
         if !segment(&self.release) || !segment(&self.product) {
-            return Err(Error::invalid("update offer", "release or product is not a plain name"));
+            return Err(Error::invalid(
+                "update offer",
+                "release or product is not a plain name",
+            ));
         }
         if self.target.is_empty() || self.target.len() > 512 || self.target.contains("..") {
             return Err(Error::invalid("update offer", "target name"));
@@ -160,7 +163,10 @@ impl Policy {
 pub fn format_time(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| t.to_string())
 }
 
@@ -230,7 +236,9 @@ pub enum Startup {
     Normal,
     /// The planned start of a tentative slot: the health check must pass (for `run`,
     /// including a reconnection to the hub) before [`Updater::finish_trial`].
-    Trial { stopped_at_ms: u64 },
+    Trial {
+        stopped_at_ms: u64,
+    },
 }
 
 fn fault(point: &str) {
@@ -270,7 +278,13 @@ impl Updater {
         fsutil::write_private(&self.state.root().join(UPDATE_FILE), &json)
     }
 
-    fn report(&mut self, offer: &Offer, step: Step, reason: Option<String>, downtime_ms: Option<u64>) -> Result<()> {
+    fn report(
+        &mut self,
+        offer: &Offer,
+        step: Step,
+        reason: Option<String>,
+        downtime_ms: Option<u64>,
+    ) -> Result<()> {
         let report = Report {
             release: offer.release.clone(),
             version: offer.version.clone(),
@@ -282,7 +296,9 @@ impl Updater {
             Some(r) if matches!(step, Step::Failed | Step::RolledBack) => {
                 tracing::warn!(release = %offer.release, version = %offer.version, step = ?step, "update: {r}");
             }
-            _ => tracing::info!(release = %offer.release, version = %offer.version, step = ?step, downtime_ms, "update"),
+            _ => {
+                tracing::info!(release = %offer.release, version = %offer.version, step = ?step, downtime_ms, "update")
+            }
         }
         if step.is_final() {
             self.record.last_result = Some((report.clone(), crate::unix_now()));
@@ -365,7 +381,11 @@ impl Updater {
         let offer = self.record.trial.clone().unwrap_or_else(|| Offer {
             release: "unknown".into(),
             product: "unknown".into(),
-            version: boot.info(boot.tentative.unwrap_or(boot.active)).version.clone().unwrap_or_default(),
+            version: boot
+                .info(boot.tentative.unwrap_or(boot.active))
+                .version
+                .clone()
+                .unwrap_or_default(),
             target: String::new(),
             security: false,
             notes: String::new(),
@@ -422,7 +442,11 @@ impl Updater {
     }
 
     /// Commit the tentative slot after a passed health check, or roll back.
-    pub fn finish_trial(&mut self, health: std::result::Result<(), String>, stopped_at_ms: u64) -> Result<()> {
+    pub fn finish_trial(
+        &mut self,
+        health: std::result::Result<(), String>,
+        stopped_at_ms: u64,
+    ) -> Result<()> {
         let slots = self.opts.slots();
         let offer = self.record.trial.take().unwrap_or_else(|| Offer {
             release: "unknown".into(),
@@ -436,7 +460,12 @@ impl Updater {
             Ok(()) => {
                 slots.commit()?;
                 let downtime = crate::unix_now_ms().saturating_sub(stopped_at_ms);
-                if self.record.pending.as_ref().is_some_and(|p| p.release == offer.release) {
+                if self
+                    .record
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.release == offer.release)
+                {
                     self.record.pending = None;
                 }
                 self.report(&offer, Step::Committed, None, Some(downtime))?;
@@ -446,7 +475,9 @@ impl Updater {
                 self.report(
                     &offer,
                     Step::RolledBack,
-                    Some(format!("health check failed: {why}; booted the previous slot")),
+                    Some(format!(
+                        "health check failed: {why}; booted the previous slot"
+                    )),
                     None,
                 )?;
             }
@@ -463,7 +494,11 @@ impl Updater {
         if !now {
             let policy = load_policy(&self.state)?;
             if let Err(why) = policy.allows(crate::unix_now()) {
-                tracing::warn!("update {} {} is pending: automatic install {why}", offer.product, offer.version);
+                tracing::warn!(
+                    "update {} {} is pending: automatic install {why}",
+                    offer.product,
+                    offer.version
+                );
                 return Ok(Applied::Deferred(why));
             }
         }
@@ -547,7 +582,13 @@ impl Updater {
         Ok(Applied::Restart(token))
     }
 
-    async fn hand_over(&mut self, offer: &Offer, cmd: &str, target: &TrustedTarget, image: &Path) -> Result<Applied> {
+    async fn hand_over(
+        &mut self,
+        offer: &Offer,
+        cmd: &str,
+        target: &TrustedTarget,
+        image: &Path,
+    ) -> Result<Applied> {
         // The system installer gets a private copy made from the verified bytes (hashed
         // again while copied), so what it installs is what TUF verified.
         let staging = Slots::new(self.state.root().join("update-handover"));
@@ -567,11 +608,16 @@ impl Updater {
             .map_err(|e| Error::io("start the install command", e))?;
         let _ = std::fs::remove_dir_all(staging.dir());
         if !status.success() {
-            return Err(Error::TufRefused(format!("the install command failed ({status})")));
+            return Err(Error::TufRefused(format!(
+                "the install command failed ({status})"
+            )));
         }
         fsutil::remove_file(image)?;
         self.record.awaiting = Some(offer.clone());
         self.report(offer, Step::Installed, None, None)?;
+        // Not interrupted from here on: the next start confirms or reports the fall-back.
+        self.record.in_progress = None;
+        self.save()?;
         Ok(Applied::HandedOver)
     }
 
@@ -697,7 +743,10 @@ pub fn compare_versions(a: &str, b: &str) -> Option<Ordering> {
     let (bn, bp) = parse(b.trim())?;
     let len = an.len().max(bn.len());
     for i in 0..len {
-        let (x, y) = (an.get(i).copied().unwrap_or(0), bn.get(i).copied().unwrap_or(0));
+        let (x, y) = (
+            an.get(i).copied().unwrap_or(0),
+            bn.get(i).copied().unwrap_or(0),
+        );
         if x != y {
             return Some(x.cmp(&y));
         }
@@ -722,7 +771,8 @@ pub fn load_policy(state: &StateDir) -> Result<Policy> {
 
 pub fn save_policy(state: &StateDir, policy: &Policy) -> Result<()> {
     fsutil::ensure_private_dir(state.root())?;
-    let json = serde_json::to_vec_pretty(policy).map_err(|e| Error::json("update-policy.json", e))?;
+    let json =
+        serde_json::to_vec_pretty(policy).map_err(|e| Error::json("update-policy.json", e))?;
     fsutil::write_private(&state.root().join(POLICY_FILE), &json)
 }
 
@@ -744,7 +794,11 @@ pub fn status_text(opts: &Options) -> Result<String> {
     let boot = opts.slots().load()?;
     let mut out = String::new();
     let running = updater.running_version()?;
-    let _ = writeln!(out, "firmware version: {}", running.as_deref().unwrap_or("unknown"));
+    let _ = writeln!(
+        out,
+        "firmware version: {}",
+        running.as_deref().unwrap_or("unknown")
+    );
     let _ = writeln!(out, "agent version: {}", env!("CARGO_PKG_VERSION"));
     let _ = writeln!(
         out,
@@ -760,7 +814,9 @@ pub fn status_text(opts: &Options) -> Result<String> {
     } else {
         match policy.allows(crate::unix_now()) {
             Ok(()) => "on".to_owned(),
-            Err(why) => format!("OFF: {why}. WARNING: this device does not install updates by itself"),
+            Err(why) => {
+                format!("OFF: {why}. WARNING: this device does not install updates by itself")
+            }
         }
     };
     let _ = writeln!(out, "automatic install: {auto}");
@@ -776,7 +832,11 @@ pub fn status_text(opts: &Options) -> Result<String> {
                 if p.security { ", SECURITY update" } else { "" }
             );
             if !p.notes.is_empty() {
-                let _ = writeln!(out, "  notes: {}", p.notes.lines().next().unwrap_or_default());
+                let _ = writeln!(
+                    out,
+                    "  notes: {}",
+                    p.notes.lines().next().unwrap_or_default()
+                );
             }
         }
         None => {
@@ -792,7 +852,10 @@ pub fn status_text(opts: &Options) -> Result<String> {
                 r.version,
                 step_name(r.step),
                 format_time(*at),
-                r.reason.as_ref().map(|x| format!(": {x}")).unwrap_or_default()
+                r.reason
+                    .as_ref()
+                    .map(|x| format!(": {x}"))
+                    .unwrap_or_default()
             );
         }
         None => {
@@ -828,10 +891,20 @@ mod tests {
 
     #[test]
     fn policy_postpones_and_switches_off() {
-        let p = Policy { off: false, postpone_until: Some(100) };
+        let p = Policy {
+            off: false,
+            postpone_until: Some(100),
+        };
         assert!(p.allows(99).is_err());
         assert!(p.allows(100).is_ok());
-        assert!(Policy { off: true, postpone_until: None }.allows(0).is_err());
+        assert!(
+            Policy {
+                off: true,
+                postpone_until: None
+            }
+            .allows(0)
+            .is_err()
+        );
     }
 
     #[test]

@@ -193,12 +193,11 @@ fn serve(mut conn: TcpStream, state: &Mutex<State>) {
     }
     let text = String::from_utf8_lossy(&request);
     let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    let range_start = text
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("range").then(|| value.trim().to_owned())
-        });
+    let range_start = text.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("range")
+            .then(|| value.trim().to_owned())
+    });
     let (root, endless, cut) = {
         let mut s = state.lock().expect("state");
         *s.hits.entry(path.clone()).or_default() += 1;
@@ -375,5 +374,155 @@ impl Client {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+}
+
+/// A device for the updater tests: a state directory with the maker's update root and
+/// a factory firmware version, driven through the real `palisade-agent` binary.
+pub struct Device {
+    pub dir: tempfile::TempDir,
+}
+
+impl Device {
+    /// A device running firmware `version` that trusts the scenario's root.
+    pub fn new(scenario: &Scenario, version: &str) -> Self {
+        let device = Self::without_root(version);
+        let run = device.agent(
+            &[
+                "update-root",
+                "--state-dir",
+                &device.state_dir(),
+                &scenario.trusted_root().to_string_lossy(),
+            ],
+            &[],
+        );
+        assert_eq!(run.code, 0, "update-root: {}", run.stderr);
+        device
+    }
+
+    /// A device with no trusted update root.
+    pub fn without_root(version: &str) -> Self {
+        let device = Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        let state = device.dir.path().join("state");
+        std::fs::create_dir_all(&state).expect("state dir");
+        // The maker's factory version, as `run --firmware-version` stores it.
+        std::fs::write(state.join("firmware_version"), version).expect("firmware version");
+        device
+    }
+
+    pub fn state_dir(&self) -> String {
+        self.dir.path().join("state").to_string_lossy().into_owned()
+    }
+
+    /// `palisade-agent update` for `target` (product MODEL) claiming `version`.
+    pub fn update(
+        &self,
+        server: &Server,
+        target: &str,
+        version: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Run {
+        let state = self.state_dir();
+        let (metadata_url, targets_url) = (server.metadata_url(), server.targets_url());
+        let mut args = vec![
+            "update",
+            "--state-dir",
+            &state,
+            "--metadata-url",
+            &metadata_url,
+            "--target-base-url",
+            &targets_url,
+            "--product",
+            "MODEL",
+            "--target",
+            target,
+            "--version",
+            version,
+            "--health-timeout",
+            "20s",
+        ];
+        args.extend_from_slice(extra);
+        self.agent(&args, env)
+    }
+
+    pub fn status(&self) -> String {
+        let run = self.agent(&["status", "--state-dir", &self.state_dir()], &[]);
+        assert_eq!(run.code, 0, "status: {}", run.stderr);
+        run.stdout
+    }
+
+    /// `slots/boot.json` (null if none yet).
+    pub fn boot(&self) -> serde_json::Value {
+        std::fs::read(self.dir.path().join("state/slots/boot.json"))
+            .map(|b| serde_json::from_slice(&b).expect("boot.json"))
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn slot_image(&self, slot: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.dir.path().join(format!("state/slots/{slot}/image"))).ok()
+    }
+
+    /// Files left in the download directory.
+    pub fn downloads(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.path().join("state/update-downloads"))
+            .map(|d| {
+                d.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn agent(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let out = Command::new(env!("CARGO_BIN_EXE_palisade-agent"))
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run palisade-agent");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// The status reports printed (JSON lines with a `step`).
+    pub fn reports(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("step").is_some())
+            .collect()
+    }
+
+    pub fn steps(&self) -> Vec<String> {
+        self.reports()
+            .iter()
+            .map(|r| r["step"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+impl Scenario {
+    /// The URL path under which a step serves target `name` (consistent snapshots:
+    /// `HASH.name`), and the published bytes.
+    pub fn served_target(&self, step: &str, name: &str) -> (String, Vec<u8>) {
+        let dir = self.step(step).join("targets");
+        for entry in std::fs::read_dir(&dir).expect("targets dir") {
+            let file = entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            if file.ends_with(&format!(".{name}")) {
+                let bytes = std::fs::read(dir.join(&file)).expect("target");
+                return (format!("/targets/{file}"), bytes);
+            }
+        }
+        panic!("no served target {name}");
     }
 }
