@@ -102,6 +102,8 @@ struct Updates {
     next_check: Instant,
     task: Option<tokio::task::JoinHandle<Result<update::Applied>>>,
     reports_in_flight: usize,
+    /// The newest offer received, not yet stored.
+    incoming: Option<update::Offer>,
     /// A verified slot is tentative: restart with this token once the session is closed.
     restart: Option<String>,
 }
@@ -147,6 +149,7 @@ pub async fn run_with_updates(
             next_check: Instant::now(),
             task: None,
             reports_in_flight: 0,
+            incoming: None,
             restart: None,
         });
     }
@@ -402,11 +405,9 @@ impl Agent {
                 if offer.security && !offer.notes.is_empty() {
                     tracing::warn!("security update {}: {}", offer.version, offer.notes);
                 }
-                match u.updater.try_lock() {
-                    Ok(mut updater) => updater.remember(offer)?,
-                    // Busy with an earlier offer: this one is tried when it is done.
-                    Err(_) => tracing::info!("an update is in progress; the new offer waits"),
-                }
+                // Remembered (in update.json) as soon as the updater is free: an
+                // update in progress holds it.
+                u.incoming = Some(offer);
                 u.next_check = Instant::now();
             }
             Err(e) => tracing::warn!("ignored an invalid update offer: {e}"),
@@ -442,6 +443,12 @@ impl Agent {
                     u.next_check = Instant::now() + u.interval;
                 }
             }
+        }
+        if u.incoming.is_some()
+            && let Ok(mut updater) = u.updater.try_lock()
+            && let Some(offer) = u.incoming.take()
+        {
+            updater.remember(offer)?;
         }
         let topic = self.target.topic("update/status");
         if u.reports_in_flight == 0

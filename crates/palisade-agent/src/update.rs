@@ -517,6 +517,12 @@ impl Updater {
         match self.install(&offer, running).await {
             Ok(applied) => Ok(applied),
             Err(e) => {
+                if matches!(e, Error::TufRefused(_)) {
+                    // Refused for what it is (older, contradicted, tampered): not tried
+                    // again until the hub offers something else. Network and metadata
+                    // errors keep it pending, to be retried (and resumed).
+                    self.record.pending = None;
+                }
                 self.report(&offer, Step::Failed, Some(e.to_string()), None)?;
                 Err(e)
             }
