@@ -212,7 +212,10 @@ pub async fn run_with_updates(
     drop(rx);
     let _ = tokio::time::timeout(Duration::from_secs(5), producer).await;
     tracing::info!(pending = agent.queue.len(), "agent stopped");
-    if let (Ok(()), Some(token)) = (&result, agent.updates.and_then(|u| u.restart)) {
+    if let (Ok(()), Some(u)) = (&result, agent.updates)
+        && let Some(token) = u.restart
+    {
+        u.updater.lock().await.mark_stopped()?;
         drop(lock);
         tracing::info!("restarting into the new slot");
         return Err(update::restart(&token));
@@ -403,7 +406,11 @@ impl Agent {
             Ok(offer) => {
                 tracing::info!(release = %offer.release, version = %offer.version, security = offer.security, "update offered");
                 if offer.security && !offer.notes.is_empty() {
-                    tracing::warn!("security update {}: {}", offer.version, offer.notes);
+                    tracing::warn!(
+                        "security update {}: {}",
+                        offer.version,
+                        update::printable(&offer.notes, 2000)
+                    );
                 }
                 // Remembered (in update.json) as soon as the updater is free: an
                 // update in progress holds it.

@@ -69,7 +69,13 @@ impl Offer {
                 "release or product is not a plain name",
             ));
         }
-        if self.target.is_empty() || self.target.len() > 512 || self.target.contains("..") {
+        if self.target.is_empty()
+            || self.target.len() > 512
+            || self.target.contains("..")
+            || self.target.starts_with('/')
+            || self.target.contains("//")
+            || self.target.chars().any(|c| c.is_control() || c == '\\')
+        {
             return Err(Error::invalid("update offer", "target name"));
         }
         crate::state::valid_firmware_version(&self.version)?;
@@ -157,6 +163,15 @@ impl Policy {
             _ => Ok(()),
         }
     }
+}
+
+/// At most `max` characters of `text` with control characters (terminal escapes from
+/// the network) replaced, for logs and `status`.
+pub fn printable(text: &str, max: usize) -> String {
+    text.chars()
+        .take(max)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Format Unix seconds as RFC 3339 (UTC).
@@ -321,6 +336,18 @@ impl Updater {
         }
         self.reports.push(report);
         self.save()
+    }
+
+    /// The agent is about to stop for the restart into the tentative slot: the downtime
+    /// counts from now.
+    pub fn mark_stopped(&self) -> Result<()> {
+        let slots = self.opts.slots();
+        let mut boot = slots.load()?;
+        if boot.tentative.is_some() {
+            boot.stopped_at_ms = Some(crate::unix_now_ms());
+            slots.store(&boot)?;
+        }
+        Ok(())
     }
 
     /// Reports the hub has not acknowledged yet.
@@ -554,7 +581,7 @@ impl Updater {
         let target = client.trusted_target(&repo, &offer.target)?;
         check_trusted_version(offer, &target)?;
         if let Some(s) = target.custom.get("support_until").and_then(|v| v.as_str()) {
-            self.record.support_until = Some(s.chars().take(64).collect());
+            self.record.support_until = Some(printable(s, 64));
         }
         let downloads = self.state.root().join(DOWNLOAD_DIR);
         fsutil::ensure_private_dir(&downloads)?;
@@ -841,7 +868,7 @@ pub fn status_text(opts: &Options) -> Result<String> {
                 let _ = writeln!(
                     out,
                     "  notes: {}",
-                    p.notes.lines().next().unwrap_or_default()
+                    printable(p.notes.lines().next().unwrap_or_default(), 200)
                 );
             }
         }
