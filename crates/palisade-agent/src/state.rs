@@ -11,6 +11,12 @@
 //! | `commands.json` | highest command sequence number executed (ENC-4) |
 //! | `firmware_version` | the maker's firmware version, reported beside the agent's own (SUP-3) |
 //! | `telemetry.queue`, `telemetry.queue.meta` | the durable outgoing queue (RES-1) |
+//! | `update-root.json` | the maker's trusted TUF root for updates (none: automatic updates off) |
+//! | `update-metadata/` | trusted TUF metadata of the update repository ([`crate::update`]) |
+//! | `update-downloads/` | partial and verified downloads (`SHA256.part`), removed after install |
+//! | `update.json` | pending offer, step in progress, last result, unacknowledged reports |
+//! | `update-policy.json` | the owner's choice: automatic install off or postponed (UPD-3) |
+//! | `slots/` | the A/B slots and `boot.json` ([`crate::slots`]; `--slots-dir` moves it) |
 //! | `agent.lock` | held by the running process so two agents never share a directory |
 
 use crate::{Error, Result, fsutil, tls};
