@@ -535,7 +535,9 @@ impl Updater {
             self.save()?;
             return Ok(Applied::UpToDate);
         }
-        if !now && self.record.failed_releases.contains(&offer.release) {
+        if self.record.failed_releases.contains(&offer.release) {
+            self.record.pending = None;
+            self.save()?;
             return Err(Error::TufRefused(format!(
                 "release {} failed on this device before; not tried again automatically",
                 offer.release
