@@ -1,6 +1,7 @@
 //! `--install-command` hands exactly the verified image to a system installer (RAUC,
 //! SWUpdate) instead of the slot installer; its exit status decides, and the result is
-//! confirmed when the device next starts with the new version (UPD-2, UPD-5).
+//! confirmed when the device next starts with the new version, or reported as rolled
+//! back when it still runs the old one (UPD-2, UPD-5).
 
 mod tuf_common;
 
@@ -64,4 +65,34 @@ fn install_command_gets_the_verified_image() {
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.steps(), ["committed"]);
+
+    // The installer accepted the image but the device came back on 1.0.0 (its
+    // bootloader fell back): the next start reports the roll-back.
+    let fell_back = Device::new(&scenario, "1.0.0");
+    let run = fell_back.update(
+        &server,
+        "MODEL-2.0.0.img",
+        "2.0.0",
+        &["--release", "r3", "--install-command", "true"],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = fell_back.update(
+        &server,
+        "MODEL-3.0.0.img",
+        "3.0.0",
+        &["--release", "r4"],
+        &[],
+    );
+    assert_eq!(
+        run.steps().first().map(String::as_str),
+        Some("rolled_back"),
+        "{}",
+        run.stdout
+    );
+    let reason = run.reports()[0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains("bootloader fell back"), "{reason}");
 }
