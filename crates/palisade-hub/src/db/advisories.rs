@@ -10,7 +10,8 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-/// Schema version 10: advisories, their affected ranges, and the owners' notices.
+/// Schema version 10: advisories, their affected ranges, the per-year number counter,
+/// and the owners' notices.
 /// `published_at` is 0 for a draft; `cve` and `report_id` are '' when absent (the Any
 /// driver decodes concrete columns more reliably than NULLs). A notice's `ref_id`
 /// names what it is about (an advisory id for security notices), so
@@ -36,6 +37,10 @@ CREATE TABLE advisories (
     UNIQUE (year, seq)
 );
 CREATE INDEX advisories_published ON advisories (published_at);
+CREATE TABLE advisory_numbers (
+    year BIGINT PRIMARY KEY,
+    last_seq BIGINT NOT NULL
+);
 CREATE TABLE advisory_affected (
     advisory_id TEXT NOT NULL REFERENCES advisories(id) ON DELETE CASCADE,
     product_id TEXT NOT NULL,
@@ -181,35 +186,23 @@ pub struct FleetDevice {
     pub owner: Option<UserId>,
 }
 
-/// How often to retry taking the year's next number when another writer took it.
-const NUMBER_ATTEMPTS: usize = 5;
-
 impl Db {
-    /// Store a new draft, numbered `PAL-{year}-{next}`.
+    /// Store a new draft, numbered `PAL-{year}-{next}`. The number comes from a
+    /// per-year counter row, taken by the transaction's first statement (an upsert):
+    /// concurrent writers queue on that row (PostgreSQL) or on the write lock
+    /// (SQLite), so numbers never repeat and no writer has to retry.
     pub async fn insert_advisory(&self, year: i64, f: &AdvisoryFields) -> Result<AdvisoryId> {
-        let mut last = None;
-        for _ in 0..NUMBER_ATTEMPTS {
-            match self.try_insert_advisory(year, f).await {
-                Ok(id) => return Ok(id),
-                // Two writers took the same number: UNIQUE (year, seq) refused one.
-                Err(Error::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
-                    last = Some(Error::Database(sqlx::Error::Database(e)));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::Conflict("advisory numbering".into())))
-    }
-
-    async fn try_insert_advisory(&self, year: i64, f: &AdvisoryFields) -> Result<AdvisoryId> {
         let at = now();
         let mut tx = self.pool().begin().await?;
-        let seq: i64 =
-            sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM advisories WHERE year = $1")
-                .bind(year)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("next")?;
+        let seq: i64 = sqlx::query(
+            "INSERT INTO advisory_numbers (year, last_seq) VALUES ($1, 1) \
+             ON CONFLICT (year) DO UPDATE SET last_seq = advisory_numbers.last_seq + 1 \
+             RETURNING last_seq",
+        )
+        .bind(year)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("last_seq")?;
         let id = AdvisoryId::new(year, seq);
         sqlx::query(
             "INSERT INTO advisories (id, year, seq, cve, summary, details, fixed_version, cvss_vector, \
