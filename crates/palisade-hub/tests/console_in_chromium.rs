@@ -1,7 +1,8 @@
 //! AUTH-1, AUTH-8, WEB-2: the real console in headless Chromium — setup, TOTP
 //! enrolment, sign-out, password + TOTP sign-in, the device list and a device page
-//! with its SVG telemetry chart, the vulnerability report form (VULN-1) and the triage
-//! page (VULN-3) — with the hub's key pinned and the test failing on
+//! with its SVG telemetry chart, the vulnerability report form (VULN-1), the triage
+//! page (VULN-3), and the advisory drafted from the fixed report, published and read on
+//! its public page (VULN-6) — with the hub's key pinned and the test failing on
 //! any Content-Security-Policy violation. The browser is driven by
 //! `tests/e2e/console_setup_mfa_login.py` through chromedriver.
 
@@ -85,9 +86,16 @@ async fn setup_mfa_enrolment_and_login_in_chromium() {
     let users = hub.hub.db.users().await.expect("users");
     assert_eq!(users.len(), 1);
     assert!(users[0].has_mfa());
-    // The report sent through the form was acknowledged on the triage page.
+    // The report sent through the form was triaged to fixed, and publishing its
+    // advisory disclosed it (VULN-6).
     let reports = hub.hub.db.reports(10).await.expect("reports");
     assert_eq!(reports.len(), 1);
-    assert_eq!(reports[0].state.as_str(), "acknowledged");
+    assert_eq!(reports[0].state.as_str(), "disclosed");
+    let advisories = hub.hub.db.advisories(false).await.expect("advisories");
+    assert_eq!(advisories.len(), 1);
+    assert_eq!(
+        advisories[0].report_id.as_deref(),
+        Some(reports[0].id.as_str())
+    );
     hub.hub.shutdown().await;
 }

@@ -35,6 +35,12 @@ const PUBLIC: &[(&str, &str)] = &[
     ("POST", "/security/reports"),
     ("GET", "/security/status"),
     ("POST", "/security/status"),
+    // Published advisories and their OSV and Atom feeds (VULN-6): public by design,
+    // drafts answer 404 (`advisories_are_public_but_drafts_are_not.rs`).
+    ("GET", "/advisories"),
+    ("GET", "/advisories.atom"),
+    ("GET", "/advisories/osv.json"),
+    ("GET", "/advisories/{id}"),
     // The privacy policy, its history and the data inventory (PRIV-1, DATA-1).
     ("GET", "/privacy"),
     ("GET", "/privacy/data"),

@@ -5,6 +5,7 @@
 //! just a crash of the process. SQL is written once, in the dialect both engines share
 //! (`$N` placeholders, BIGINT times in Unix seconds, TEXT identifiers).
 
+pub mod advisories;
 pub mod certificates;
 pub mod commands;
 pub mod device_admin;
@@ -13,6 +14,7 @@ pub mod device_views;
 pub mod devices;
 pub mod lifecycle;
 pub mod mqtt_sessions;
+pub mod notices;
 pub mod reports;
 mod schema;
 pub mod sessions;

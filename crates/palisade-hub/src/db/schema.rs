@@ -20,10 +20,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "device agent version and ownership start", V5),
     (6, "vulnerability reports and their messages", V6),
     (7, "privacy policy versions, acceptances, consents", V7),
+    (
+        10,
+        "advisories, affected ranges, owner notices",
+        super::advisories::SCHEMA_V10,
+    ),
 ];
 
 /// The newest schema this binary understands.
-pub const LATEST_VERSION: i64 = 7;
+pub const LATEST_VERSION: i64 = 10;
 
 /// How many migrations there are (versions may have gaps while branches are merged).
 pub const MIGRATION_COUNT: i64 = MIGRATIONS.len() as i64;

@@ -22,6 +22,10 @@ pub const CSRF_COOKIE: &str = "__Host-palisade_csrf";
 #[derive(Debug, Clone)]
 pub struct CsrfToken(pub String);
 
+/// How many unread notices the signed-in user has (for the console header).
+#[derive(Debug, Clone, Copy)]
+pub struct UnreadNotices(pub i64);
+
 /// The client's address (TLS peer; no proxy headers are trusted).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub IpAddr);
@@ -129,6 +133,11 @@ pub async fn resolve_principal(
         },
     };
     request.extensions_mut().insert(CsrfToken(csrf));
+    // Console pages show the inbox count in the header: one COUNT on an index.
+    if !is_api && let Some(p) = principal.as_ref().filter(|p| p.is_full()) {
+        let n = state.db.unread_notices(&p.user.id).await?;
+        request.extensions_mut().insert(UnreadNotices(n));
+    }
     if let Some(p) = principal {
         request.extensions_mut().insert(p);
     }

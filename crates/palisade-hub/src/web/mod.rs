@@ -3,6 +3,7 @@
 //! and no route exists without one (DESIGN.md invariant 5).
 
 pub mod access;
+pub mod advisories;
 pub mod api;
 pub mod console;
 pub mod devices;
@@ -289,6 +290,108 @@ fn routes(state: AppState) -> Routes {
             "/api/v1/reports/{id}/messages",
             Staff,
             post(reports_api::message),
+        )
+        // Advisories (VULN-6): published ones are public by design, with their OSV
+        // and Atom feeds; drafts, exposure and notifying owners are staff only (UPD-7).
+        .add("GET", "/advisories", Public, get(advisories::list))
+        .add("GET", "/advisories.atom", Public, get(advisories::atom))
+        .add(
+            "GET",
+            "/advisories/osv.json",
+            Public,
+            get(advisories::osv_all),
+        )
+        .add("GET", "/advisories/{id}", Public, get(advisories::show))
+        .add(
+            "GET",
+            "/manage/advisories",
+            Staff,
+            get(console::advisories::list),
+        )
+        .add(
+            "POST",
+            "/manage/advisories",
+            Staff,
+            post(console::advisories::create),
+        )
+        .add(
+            "GET",
+            "/manage/advisories/new",
+            Staff,
+            get(console::advisories::new_form),
+        )
+        .add(
+            "GET",
+            "/manage/advisories/{id}",
+            Staff,
+            get(console::advisories::detail),
+        )
+        .add(
+            "POST",
+            "/manage/advisories/{id}",
+            Staff,
+            post(console::advisories::edit),
+        )
+        .add(
+            "POST",
+            "/manage/advisories/{id}/publish",
+            Staff,
+            post(console::advisories::publish),
+        )
+        .add(
+            "POST",
+            "/manage/advisories/{id}/notify",
+            Staff,
+            post(console::advisories::notify),
+        )
+        .add("GET", "/inbox", Signed, get(console::inbox::page))
+        .add(
+            "POST",
+            "/inbox/read",
+            Signed,
+            post(console::inbox::mark_read),
+        )
+        .add(
+            "GET",
+            "/api/v1/advisories",
+            Staff,
+            get(advisories::api_list),
+        )
+        .add(
+            "POST",
+            "/api/v1/advisories",
+            Staff,
+            post(advisories::api_create),
+        )
+        .add(
+            "GET",
+            "/api/v1/advisories/{id}",
+            Staff,
+            get(advisories::api_show),
+        )
+        .add(
+            "PUT",
+            "/api/v1/advisories/{id}",
+            Staff,
+            axum::routing::put(advisories::api_edit),
+        )
+        .add(
+            "POST",
+            "/api/v1/advisories/{id}/publish",
+            Staff,
+            post(advisories::api_publish),
+        )
+        .add(
+            "POST",
+            "/api/v1/advisories/{id}/notify",
+            Staff,
+            post(advisories::api_notify),
+        )
+        .add(
+            "GET",
+            "/api/v1/notices",
+            Signed,
+            get(advisories::api_notices),
         )
         .add("GET", "/privacy", Public, get(privacy::policy))
         .add("GET", "/privacy/data", Public, get(privacy::data))

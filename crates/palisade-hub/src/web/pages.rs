@@ -15,6 +15,8 @@ pub struct Nav {
     pub admin: bool,
     /// Administrators and operators (see vulnerability reports).
     pub staff: bool,
+    /// Unread notices in the inbox.
+    pub unread: i64,
 }
 
 /// What every page has: title, product name, header, CSRF token, messages.
@@ -42,6 +44,7 @@ impl Chrome {
                 username: p.user.username.to_string(),
                 admin: p.is_admin(),
                 staff: p.is_staff(),
+                unread: 0,
             }),
             csrf: csrf.0.clone(),
             notice: None,

@@ -153,6 +153,7 @@ pub async fn enrol_submit(
                 me.user.role,
                 crate::db::users::Role::Admin | crate::db::users::Role::Operator
             ),
+            unread: 0,
         });
         c.csrf = state
             .db

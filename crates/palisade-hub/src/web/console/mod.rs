@@ -2,15 +2,17 @@
 
 pub mod account;
 pub mod admin;
+pub mod advisories;
 pub mod chart;
 pub mod devices;
+pub mod inbox;
 pub mod reports;
 pub mod signin;
 
 use super::AppState;
 use super::access::Principal;
 use super::error::WebError;
-use super::middleware::{ClientAddr, CsrfToken, SESSION_COOKIE, set_cookie};
+use super::middleware::{ClientAddr, CsrfToken, SESSION_COOKIE, UnreadNotices, set_cookie};
 use super::pages::{self, Chrome, HomePage};
 use axum::Extension;
 use axum::extract::{FromRequestParts, State};
@@ -25,6 +27,8 @@ pub struct Ctx {
     pub ip: IpAddr,
     pub principal: Option<Principal>,
     pub user_agent: String,
+    /// Unread notices of the signed-in user.
+    pub unread: i64,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Ctx {
@@ -48,18 +52,23 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_owned(),
+            unread: parts.extensions.get::<UnreadNotices>().map_or(0, |u| u.0),
         })
     }
 }
 
 impl Ctx {
     pub fn chrome(&self, state: &AppState, title: &str) -> Chrome {
-        Chrome::new(
+        let mut c = Chrome::new(
             title,
             &state.config.product_name,
             &self.csrf,
             self.principal.as_ref(),
-        )
+        );
+        if let Some(nav) = c.nav.as_mut() {
+            nav.unread = self.unread;
+        }
+        c
     }
     /// The signed-in principal (the route's access decision guarantees one).
     pub fn me(&self) -> Result<&Principal, WebError> {
