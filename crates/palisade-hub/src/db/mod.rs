@@ -13,6 +13,7 @@ pub mod device_views;
 pub mod devices;
 pub mod lifecycle;
 pub mod mqtt_sessions;
+pub mod releases;
 pub mod reports;
 mod schema;
 pub mod sessions;
