@@ -238,9 +238,13 @@ impl Hub {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+        let request = self.client.request(method, format!("{}{path}", self.base));
+        // The TUF repository is public, and the hub refuses API tokens outside /api/.
+        if path.starts_with("/api/") {
+            request.bearer_auth(&self.token)
+        } else {
+            request
+        }
     }
 
     async fn check(response: reqwest::Response, what: &str) -> Result<reqwest::Response> {

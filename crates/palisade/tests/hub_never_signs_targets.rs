@@ -128,7 +128,11 @@ async fn neither_foreign_keys_nor_a_compromised_hub_can_sign_targets() {
     let by_timestamp_key = tuf::sign(forged.clone(), &[&key(&kit.data_dir().join("tuf/keys/timestamp.pk8"))]).expect("sign");
     compromised_serve(&kit.data_dir(), &tuf::to_bytes(&by_timestamp_key).expect("bytes"));
     let got = device.download(&relay, &name).await;
-    assert!(got.is_err(), "a target the offline key did not sign must not verify: {got:?}");
+    eprintln!("compromised hub, forged targets: {got:?}");
+    assert!(
+        got.as_ref().is_err_and(|e| e.contains("SignatureThreshold")),
+        "a target the offline key did not sign must not verify: {got:?}"
+    );
     // A fresh device (only the shipped root) refuses it too.
     let fresh = Device::new(&root);
     assert!(fresh.download(&relay, &name).await.is_err());
@@ -149,7 +153,11 @@ async fn neither_foreign_keys_nor_a_compromised_hub_can_sign_targets() {
     // freshly signed snapshot and timestamp. The client refuses to go back.
     compromised_serve(&kit.data_dir(), &legit_v2_targets);
     let r = device.refresh(&relay).await;
-    assert!(r.is_err(), "older targets metadata must be refused");
+    eprintln!("compromised hub, older targets: {r:?}");
+    assert!(
+        r.as_ref().is_err_and(|e| e.contains("Rollback")),
+        "older targets metadata must be refused: {r:?}"
+    );
 
     // 4. A root rotation signed only by the attacker (not the old threshold).
     let online = kit.hub.state.updates.online_keys();

@@ -207,15 +207,15 @@ impl Device {
             &format!("{relay}metadata/"),
             Some(&format!("{relay}targets/")),
         )
-        .map_err(|e| e.to_string())?;
-        let repo = client.refresh().await.map_err(|e| e.to_string())?;
+        .map_err(|e| format!("{e:?}"))?;
+        let repo = client.refresh().await.map_err(|e| format!("{e:?}"))?;
         let out = self.dir.path().join("out");
-        std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-        let done = client.download(&repo, name, &out).await.map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&out).map_err(|e| format!("{e:?}"))?;
+        let done = client.download(&repo, name, &out).await.map_err(|e| format!("{e:?}"))?;
         let path = match done {
             palisade_agent::tuf::Downloaded::Fetched(p) | palisade_agent::tuf::Downloaded::AlreadyPresent(p) => p,
         };
-        std::fs::read(path).map_err(|e| e.to_string())
+        std::fs::read(path).map_err(|e| format!("{e:?}"))
     }
 
     pub async fn refresh(&self, relay: &str) -> Result<(), String> {
@@ -224,7 +224,7 @@ impl Device {
             &format!("{relay}metadata/"),
             None,
         )
-        .map_err(|e| e.to_string())?;
-        client.refresh().await.map(|_| ()).map_err(|e| e.to_string())
+        .map_err(|e| format!("{e:?}"))?;
+        client.refresh().await.map(|_| ()).map_err(|e| format!("{e:?}"))
     }
 }
