@@ -111,9 +111,48 @@ async fn the_offer_arrives_and_install_steps_are_stored() {
     let shown: serde_json::Value = serde_json::from_str(&page.body).expect("json");
     assert_eq!(shown["update"][0]["step"], "committed");
     assert_eq!(shown["update"][0]["version"], "2.0.0");
+    // ... and so does the console's device page.
+    let page = admin.get(&format!("/devices/{}", device.id)).await;
+    assert!(page.body.contains("id=\"device-updates\""), "{}", page.body);
+    assert!(page.body.contains("committed"), "{}", page.body);
 
     // A device already on 2.0.0 gets no offer.
     db.set_firmware_version(&device.id, "2.0.0").await.expect("firmware");
     let got = subscribe_once(&hub, &device, 3).await;
     assert!(got.trim().is_empty(), "no offer expected, got {got}");
+
+    // A release published while the device listens reaches it at once.
+    let listener = subscribe_once(&hub, &device, 15);
+    let fleet = hub.hub.state.fleet.clone();
+    let publisher = async {
+        // Bounded: let the device connect and subscribe first (if it subscribes later,
+        // the offer reaches it on subscription instead).
+        for _ in 0..50 {
+            if fleet.is_connected(&device.id) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let newer = db
+            .insert_release(&NewRelease {
+                product: &product,
+                version: (2, 1, 0),
+                target: "lamp-v1-2.1.0.img",
+                length: 10,
+                sha256: &"ef".repeat(32),
+                security: false,
+                notes: "",
+                created_by: "test",
+            })
+            .await
+            .expect("release");
+        palisade_hub::updates::offer_to_fleet(db, &fleet, &newer)
+            .await
+            .expect("offer")
+    };
+    let (got, sent) = tokio::join!(listener, publisher);
+    assert_eq!(sent, 1, "offered to the one connected device of the model");
+    let offer: serde_json::Value = serde_json::from_str(got.trim()).expect("offer on publish");
+    assert_eq!(offer["version"], "2.1.0");
 }
