@@ -33,6 +33,37 @@ async fn publish_v1_and_v2_and_a_device_downloads_v2() {
         .expect("v2 downloads and verifies");
     assert_eq!(got, v2);
 
+    // The reference client (python-tuf 7.0, if installed) accepts the hub's repository too.
+    if let Some(python) = release_kit::python_tuf() {
+        let dir = kit.path("python-tuf");
+        std::fs::create_dir_all(dir.join("metadata")).expect("dir");
+        std::fs::create_dir_all(dir.join("out")).expect("dir");
+        std::fs::copy(&root, dir.join("metadata/root.json")).expect("root");
+        let script = "import sys\nfrom tuf.ngclient import Updater\nmd, url, name, out = sys.argv[1:]\n\
+            u = Updater(metadata_dir=md, metadata_base_url=url + 'metadata/', target_dir=out, target_base_url=url + 'targets/', bootstrap=open(md + '/root.json', 'rb').read())\n\
+            u.refresh()\ninfo = u.get_targetinfo(name)\nassert info is not None, 'target not listed'\n\
+            print(u.download_target(info))\n";
+        let relay_for_python = relay.clone();
+        let md = dir.join("metadata");
+        let out_dir = dir.join("out");
+        let name = format!("{MODEL}-2.0.0.img");
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(python)
+                .args(["-c", script])
+                .arg(&md)
+                .arg(&relay_for_python)
+                .arg(&name)
+                .arg(&out_dir)
+                .output()
+                .expect("run python")
+        })
+        .await
+        .expect("join");
+        assert!(out.status.success(), "python-tuf: {}", String::from_utf8_lossy(&out.stderr));
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert_eq!(std::fs::read(path).expect("python-tuf download"), v2);
+    }
+
     // The release list (API) shows both, the newest flagged as a security update.
     let releases: serde_json::Value = kit
         .client()

@@ -228,3 +228,29 @@ impl Device {
         client.refresh().await.map(|_| ()).map_err(|e| format!("{e:?}"))
     }
 }
+
+/// The python interpreter with python-tuf 7.0 (`target/tuf-venv`, made by
+/// `scripts/test.sh`), or `None` with a message; required with PALISADE_E2E_REQUIRED=1.
+pub fn python_tuf() -> Option<PathBuf> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("PALISADE_TUF_PYTHON") {
+        candidates.push(p.into());
+    }
+    candidates.push(workspace.join("target/tuf-venv/bin/python"));
+    for candidate in candidates {
+        let ok = Command::new(&candidate)
+            .args(["-c", "import tuf, sys; sys.exit(tuf.__version__ != '7.0.0')"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(candidate);
+        }
+    }
+    let message = "python-tuf 7.0.0 is not installed (./scripts/test.sh puts it in target/tuf-venv)";
+    if std::env::var("PALISADE_E2E_REQUIRED").is_ok_and(|v| v == "1") {
+        panic!("{message}");
+    }
+    eprintln!("SKIPPED (python-tuf part): {message}");
+    None
+}
