@@ -14,7 +14,9 @@ async fn support_dates_are_public_and_never_shortened() {
     let db = &hub.hub.db;
     let lamp = hub.create_product("lamp-v1").await;
     let cam = hub.create_product("cam-v2").await;
-    db.set_support_end(&lamp, "2031-06-30").await.expect("publish");
+    db.set_support_end(&lamp, "2031-06-30")
+        .await
+        .expect("publish");
 
     // No session, no cookie: the page lists every model, with its date or "not yet".
     let mut anonymous = hub.browser();
@@ -26,7 +28,9 @@ async fn support_dates_are_public_and_never_shortened() {
     assert!(page.body.contains("not yet declared"), "{}", page.body);
 
     // Extending is fine.
-    db.set_support_end(&lamp, "2032-01-31").await.expect("extend");
+    db.set_support_end(&lamp, "2032-01-31")
+        .await
+        .expect("extend");
     // Attack: shortening is refused with a clear message; the published date stays.
     match db.set_support_end(&lamp, "2030-01-01").await {
         Err(Error::Conflict(why)) => {
@@ -56,7 +60,9 @@ async fn support_dates_are_public_and_never_shortened() {
     assert_eq!(lamp_row["security_updates_until"], "2032-01-31");
 
     // SUP-2: a model whose support ends within 90 days is announced once to owners.
-    db.set_support_end(&cam, "2000-01-01").await.expect("past date");
+    db.set_support_end(&cam, "2000-01-01")
+        .await
+        .expect("past date");
     let sent = palisade_hub::updates::send_support_notices(db, "https://127.0.0.1")
         .await
         .expect("notices");

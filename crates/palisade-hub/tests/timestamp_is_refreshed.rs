@@ -32,13 +32,27 @@ async fn timestamp_advances_before_it_expires() {
     let (_, root_key) = SigningKey::generate().expect("key");
     let (_, targets_key) = SigningKey::generate().expect("key");
     let far = palisade_hub::db::now() + 86_400;
-    let root = tuf::new_root(1, &[&root_key], 1, &targets_key, key("snapshot"), key("timestamp"), far, &[&root_key])
-        .expect("root");
+    let root = tuf::new_root(
+        1,
+        &[&root_key],
+        1,
+        &targets_key,
+        key("snapshot"),
+        key("timestamp"),
+        far,
+        &[&root_key],
+    )
+    .expect("root");
     let root_bytes = tuf::to_bytes(&root).expect("bytes");
-    repo.install_root(&product, &root_bytes).await.expect("root accepted");
-    let targets = tuf::sign(tuf::empty_targets(far).expect("targets"), &[&targets_key]).expect("sign");
+    repo.install_root(&product, &root_bytes)
+        .await
+        .expect("root accepted");
+    let targets =
+        tuf::sign(tuf::empty_targets(far).expect("targets"), &[&targets_key]).expect("sign");
     let targets_bytes = tuf::to_bytes(&targets).expect("bytes");
-    repo.install_targets(&product, &targets_bytes).await.expect("targets accepted");
+    repo.install_targets(&product, &targets_bytes)
+        .await
+        .expect("targets accepted");
 
     let mut anonymous = hub.browser();
     let fetch = async |b: &mut common::Browser, file: &str| {
@@ -59,18 +73,28 @@ async fn timestamp_advances_before_it_expires() {
         }
     }
     let advanced = advanced.expect("the timestamp was re-signed before it expired");
-    assert!(advanced.1 > first.1, "with a later expiry: {advanced:?} vs {first:?}");
+    assert!(
+        advanced.1 > first.1,
+        "with a later expiry: {advanced:?} vs {first:?}"
+    );
     // A fresh timestamp is valid: signed by the key the root lists for timestamp.
     let ts: tough::schema::Signed<tough::schema::Timestamp> =
         tuf::parse(&fetch(&mut anonymous, "timestamp.json").await).expect("timestamp");
-    root.signed.verify_role(&ts).expect("timestamp signed by the hub's timestamp key");
+    root.signed
+        .verify_role(&ts)
+        .expect("timestamp signed by the hub's timestamp key");
     assert!(ts.signed.expires.as_second() > palisade_hub::db::now());
     // The snapshot (1 h lifetime) was not re-signed; root and targets are untouched.
-    assert_eq!(timestamp(&fetch(&mut anonymous, "snapshot.json").await), first_snapshot);
+    assert_eq!(
+        timestamp(&fetch(&mut anonymous, "snapshot.json").await),
+        first_snapshot
+    );
     assert_eq!(fetch(&mut anonymous, "root.json").await, root_bytes);
     assert_eq!(fetch(&mut anonymous, "1.root.json").await, root_bytes);
     assert_eq!(fetch(&mut anonymous, "targets.json").await, targets_bytes);
     // Not a metadata name: 404.
-    let page = anonymous.get("/tuf/lamp-v1/metadata/..%2Fkeys%2Fsnapshot.pk8").await;
+    let page = anonymous
+        .get("/tuf/lamp-v1/metadata/..%2Fkeys%2Fsnapshot.pk8")
+        .await;
     assert_eq!(page.status, 404);
 }

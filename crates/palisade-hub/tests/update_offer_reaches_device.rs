@@ -42,7 +42,9 @@ async fn the_offer_arrives_and_install_steps_are_stored() {
     let product = hub.create_product("lamp-v1").await;
     let other = hub.create_product("cam-v2").await;
     let device = hub.enroll_device(&product).await;
-    db.set_firmware_version(&device.id, "1.0.0").await.expect("firmware");
+    db.set_firmware_version(&device.id, "1.0.0")
+        .await
+        .expect("firmware");
     let release = db
         .insert_release(&NewRelease {
             product: &product,
@@ -85,7 +87,12 @@ async fn the_offer_arrives_and_install_steps_are_stored() {
     let r = publish(&hub, &device, "mqttv5", 1, &status, &good.to_string()).await;
     assert!(r.success(), "{}", r.text());
     assert!(
-        eventually(async || !db.update_reports(&device.id, 10).await.expect("reports").is_empty()).await,
+        eventually(async || !db
+            .update_reports(&device.id, 10)
+            .await
+            .expect("reports")
+            .is_empty())
+        .await,
         "the report is stored"
     );
 
@@ -100,7 +107,11 @@ async fn the_offer_arrives_and_install_steps_are_stored() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let reports = db.update_reports(&device.id, 10).await.expect("reports");
-    assert_eq!(reports.len(), 1, "only the valid report is stored: {reports:?}");
+    assert_eq!(
+        reports.len(),
+        1,
+        "only the valid report is stored: {reports:?}"
+    );
     assert_eq!(reports[0].step, "committed");
     assert_eq!(reports[0].downtime_ms, Some(1234));
 
@@ -117,7 +128,9 @@ async fn the_offer_arrives_and_install_steps_are_stored() {
     assert!(page.body.contains("committed"), "{}", page.body);
 
     // A device already on 2.0.0 gets no offer.
-    db.set_firmware_version(&device.id, "2.0.0").await.expect("firmware");
+    db.set_firmware_version(&device.id, "2.0.0")
+        .await
+        .expect("firmware");
     let got = subscribe_once(&hub, &device, 3).await;
     assert!(got.trim().is_empty(), "no offer expected, got {got}");
 

@@ -549,12 +549,28 @@ fn read_fields_file(path: &Path) -> Result<Vec<FieldSpec>> {
 async fn set_support_end(db: &palisade_hub::db::Db, id: &ProductId, date: &str) -> Result<()> {
     match db.set_support_end(id, date).await {
         Ok(()) => {
-            accounts::audit(db, &Actor::cli(), "product.support", id.as_str(), Outcome::Success, &format!("security updates until {date}")).await?;
+            accounts::audit(
+                db,
+                &Actor::cli(),
+                "product.support",
+                id.as_str(),
+                Outcome::Success,
+                &format!("security updates until {date}"),
+            )
+            .await?;
             println!("{id} receives security updates until {date} (published at /support)");
             Ok(())
         }
         Err(palisade_hub::error::Error::Conflict(why)) => {
-            accounts::audit(db, &Actor::cli(), "product.support", id.as_str(), Outcome::Denied, &why).await?;
+            accounts::audit(
+                db,
+                &Actor::cli(),
+                "product.support",
+                id.as_str(),
+                Outcome::Denied,
+                &why,
+            )
+            .await?;
             bail!("{why}")
         }
         Err(e) => Err(e.into()),

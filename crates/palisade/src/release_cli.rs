@@ -11,7 +11,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tough::schema::{Hashes, Root, RoleType, Signed, Target, Targets};
+use tough::schema::{Hashes, RoleType, Root, Signed, Target, Targets};
 
 /// Days the offline-signed root and targets metadata stay valid.
 const OFFLINE_EXPIRY_DAYS: i64 = 365;
@@ -165,11 +165,16 @@ struct OfflineKeys {
 }
 
 fn load_keys(dir: &Path) -> Result<OfflineKeys> {
-    let summary: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.join("keys.json"))
-            .with_context(|| format!("read {}/keys.json (made by `palisade keys init`)", dir.display()))?,
-    )?;
-    let root_threshold = summary["root_threshold"].as_u64().context("keys.json: root_threshold")?;
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("keys.json")).with_context(|| {
+            format!(
+                "read {}/keys.json (made by `palisade keys init`)",
+                dir.display()
+            )
+        })?)?;
+    let root_threshold = summary["root_threshold"]
+        .as_u64()
+        .context("keys.json: root_threshold")?;
     let load = |name: &str| -> Result<SigningKey> {
         let path = dir.join(name);
         let mode = std::fs::metadata(&path)
@@ -177,7 +182,11 @@ fn load_keys(dir: &Path) -> Result<OfflineKeys> {
             .permissions()
             .mode();
         if mode & 0o077 != 0 {
-            bail!("{} is readable by others (mode {:o}); refusing to use it", path.display(), mode & 0o777);
+            bail!(
+                "{} is readable by others (mode {:o}); refusing to use it",
+                path.display(),
+                mode & 0o777
+            );
         }
         Ok(SigningKey::from_pkcs8(&std::fs::read(&path)?)?)
     };
@@ -189,7 +198,11 @@ fn load_keys(dir: &Path) -> Result<OfflineKeys> {
         }
     }
     if (root.len() as u64) < root_threshold {
-        bail!("only {} root key(s) in {}; the threshold is {root_threshold}", root.len(), dir.display());
+        bail!(
+            "only {} root key(s) in {}; the threshold is {root_threshold}",
+            root.len(),
+            dir.display()
+        );
     }
     Ok(OfflineKeys {
         root,
@@ -213,7 +226,8 @@ impl Hub {
         let mut roots = rustls::RootCertStore::empty();
         match &args.ca {
             Some(path) => {
-                let pem = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+                let pem =
+                    std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
                 for cert in rustls_pemfile(&pem)? {
                     roots.add(cert)?;
                 }
@@ -308,22 +322,36 @@ pub async fn release(action: ReleaseAction) -> Result<ExitCode> {
             let keys = load_keys(&keys)?;
             let hub = Hub::new(&hub)?;
             let online: serde_json::Value = serde_json::from_slice(
-                &hub.get_bytes(&format!("/api/v1/products/{product}/tuf/keys"), "fetch the hub's online keys")
-                    .await?,
+                &hub.get_bytes(
+                    &format!("/api/v1/products/{product}/tuf/keys"),
+                    "fetch the hub's online keys",
+                )
+                .await?,
             )?;
-            let root = build_root(&keys, key_of(&online, "snapshot")?, key_of(&online, "timestamp")?)?;
+            let root = build_root(
+                &keys,
+                key_of(&online, "snapshot")?,
+                key_of(&online, "timestamp")?,
+            )?;
             let root_bytes = tuf::to_bytes(&root)?;
             let r = hub
-                .request(reqwest::Method::POST, &format!("/api/v1/products/{product}/tuf/root"))
+                .request(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/products/{product}/tuf/root"),
+                )
                 .header("content-type", "application/json")
                 .body(root_bytes.clone())
                 .send()
                 .await?;
             Hub::check(r, "upload the root").await?;
-            let targets = tuf::empty_targets(palisade_hub::db::now() + OFFLINE_EXPIRY_DAYS * 86_400)?;
+            let targets =
+                tuf::empty_targets(palisade_hub::db::now() + OFFLINE_EXPIRY_DAYS * 86_400)?;
             let signed = tuf::sign(targets, &[&keys.targets])?;
             let r = hub
-                .request(reqwest::Method::POST, &format!("/api/v1/products/{product}/tuf/targets"))
+                .request(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/products/{product}/tuf/targets"),
+                )
                 .header("content-type", "application/json")
                 .body(tuf::to_bytes(&signed)?)
                 .send()
@@ -355,27 +383,41 @@ pub async fn release(action: ReleaseAction) -> Result<ExitCode> {
                 .with_context(|| format!("--version {version:?} is not MAJOR.MINOR.PATCH"))?;
             let keys = load_keys(&keys)?;
             let notes = match notes {
-                Some(p) => std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))?,
+                Some(p) => {
+                    std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))?
+                }
                 None => String::new(),
             };
             let hub = Hub::new(&hub)?;
             // The current targets, checked against the root the hub serves and against
             // OUR targets key (a hub cannot feed us someone else's repository).
             let root: Signed<Root> = tuf::parse(
-                &hub.get_bytes(&format!("/tuf/{product}/metadata/root.json"), "fetch root.json").await?,
+                &hub.get_bytes(
+                    &format!("/tuf/{product}/metadata/root.json"),
+                    "fetch root.json",
+                )
+                .await?,
             )
             .map_err(anyhow::Error::msg)?;
-            root.signed.verify_role(&root).context("the hub's root.json is not validly signed")?;
+            root.signed
+                .verify_role(&root)
+                .context("the hub's root.json is not validly signed")?;
             let listed = root
                 .signed
                 .roles
                 .get(&RoleType::Targets)
                 .is_some_and(|r| r.keyids.contains(keys.targets.id()));
             if !listed {
-                bail!("the hub's root for {product} does not list this targets key: wrong --keys or product?");
+                bail!(
+                    "the hub's root for {product} does not list this targets key: wrong --keys or product?"
+                );
             }
             let current: Signed<Targets> = tuf::parse(
-                &hub.get_bytes(&format!("/tuf/{product}/metadata/targets.json"), "fetch targets.json").await?,
+                &hub.get_bytes(
+                    &format!("/tuf/{product}/metadata/targets.json"),
+                    "fetch targets.json",
+                )
+                .await?,
             )
             .map_err(anyhow::Error::msg)?;
             root.signed
@@ -383,9 +425,13 @@ pub async fn release(action: ReleaseAction) -> Result<ExitCode> {
                 .context("the hub's targets.json is not signed by the targets key")?;
             // Refuse early (the hub checks again) a version not newer than a release.
             let published: Vec<serde_json::Value> = serde_json::from_slice(
-                &hub.get_bytes("/api/v1/releases", "list the releases").await?,
+                &hub.get_bytes("/api/v1/releases", "list the releases")
+                    .await?,
             )?;
-            for r in published.iter().filter(|r| r["product"] == product.as_str()) {
+            for r in published
+                .iter()
+                .filter(|r| r["product"] == product.as_str())
+            {
                 let theirs = r["version"].as_str().and_then(Version::parse);
                 if theirs.is_some_and(|v| parsed <= v) {
                     bail!(
@@ -430,18 +476,23 @@ pub async fn release(action: ReleaseAction) -> Result<ExitCode> {
                 "targets": signed,
             });
             let r = hub
-                .request(reqwest::Method::POST, &format!("/api/v1/products/{product}/releases"))
+                .request(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/products/{product}/releases"),
+                )
                 .json(&body)
                 .send()
                 .await?;
-            let release: serde_json::Value = Hub::check(r, "publish the release").await?.json().await?;
+            let release: serde_json::Value =
+                Hub::check(r, "publish the release").await?.json().await?;
             println!(
                 "release {} of {product} published ({name}), id {}",
                 parsed,
                 release["id"].as_str().unwrap_or("?")
             );
             if let Some(sbom) = sbom {
-                let bytes = std::fs::read(&sbom).with_context(|| format!("read {}", sbom.display()))?;
+                let bytes =
+                    std::fs::read(&sbom).with_context(|| format!("read {}", sbom.display()))?;
                 let r = hub
                     .request(
                         reqwest::Method::POST,
@@ -452,7 +503,9 @@ pub async fn release(action: ReleaseAction) -> Result<ExitCode> {
                     .send()
                     .await?;
                 if r.status() == reqwest::StatusCode::NOT_FOUND {
-                    eprintln!("warning: this hub does not accept SBOMs yet; the SBOM was not uploaded");
+                    eprintln!(
+                        "warning: this hub does not accept SBOMs yet; the SBOM was not uploaded"
+                    );
                 } else {
                     Hub::check(r, "upload the SBOM").await?;
                     println!("SBOM uploaded for {product} {parsed}");
@@ -490,7 +543,10 @@ async fn upload(hub: &Hub, product: &str, name: &str, file: &Path, length: u64) 
         chunk
     });
     let r = hub
-        .request(reqwest::Method::PUT, &format!("/api/v1/products/{product}/targets/{name}"))
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/products/{product}/targets/{name}"),
+        )
         .header("content-type", "application/octet-stream")
         .header("content-length", length)
         .body(reqwest::Body::wrap_stream(stream))
@@ -503,7 +559,10 @@ async fn upload(hub: &Hub, product: &str, name: &str, file: &Path, length: u64) 
 
 fn draw_bar(done: u64, total: u64) {
     const WIDTH: u64 = 30;
-    let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH).min(WIDTH);
+    let filled = (done * WIDTH)
+        .checked_div(total)
+        .unwrap_or(WIDTH)
+        .min(WIDTH);
     let percent = (done * 100).checked_div(total).unwrap_or(100);
     eprint!(
         "\r[{}{}] {percent:>3}% {:.1}/{:.1} MiB",

@@ -24,13 +24,18 @@ fn key(path: &Path) -> SigningKey {
 }
 
 fn sha256(bytes: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().to_vec()
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .to_vec()
 }
 
 fn metafile(bytes: &[u8], version: std::num::NonZeroU64) -> Metafile {
     Metafile {
         length: Some(bytes.len() as u64),
-        hashes: Some(Hashes { sha256: sha256(bytes).into(), _extra: HashMap::new() }),
+        hashes: Some(Hashes {
+            sha256: sha256(bytes).into(),
+            _extra: HashMap::new(),
+        }),
         version,
         _extra: HashMap::new(),
     }
@@ -50,11 +55,25 @@ fn compromised_serve(data_dir: &Path, targets: &[u8]) {
     let old_snapshot = std::fs::read(meta.join("snapshot.json")).expect("snapshot");
     let old_timestamp = std::fs::read(meta.join("timestamp.json")).expect("timestamp");
     let far = palisade_hub::db::now() + 86_400;
-    let mut s = Snapshot::new(tuf::SPEC_VERSION.into(), version_of(&old_snapshot).checked_add(1).expect("v"), tuf::expiry(far).expect("exp"));
-    s.meta.insert("targets.json".into(), metafile(targets, version_of(targets)));
+    let mut s = Snapshot::new(
+        tuf::SPEC_VERSION.into(),
+        version_of(&old_snapshot).checked_add(1).expect("v"),
+        tuf::expiry(far).expect("exp"),
+    );
+    s.meta.insert(
+        "targets.json".into(),
+        metafile(targets, version_of(targets)),
+    );
     let snapshot = tuf::to_bytes(&tuf::sign(s, &[&snapshot_key]).expect("sign")).expect("bytes");
-    let mut t = Timestamp::new(tuf::SPEC_VERSION.into(), version_of(&old_timestamp).checked_add(1).expect("v"), tuf::expiry(far).expect("exp"));
-    t.meta.insert("snapshot.json".into(), metafile(&snapshot, version_of(&snapshot)));
+    let mut t = Timestamp::new(
+        tuf::SPEC_VERSION.into(),
+        version_of(&old_timestamp).checked_add(1).expect("v"),
+        tuf::expiry(far).expect("exp"),
+    );
+    t.meta.insert(
+        "snapshot.json".into(),
+        metafile(&snapshot, version_of(&snapshot)),
+    );
     let timestamp = tuf::to_bytes(&tuf::sign(t, &[&timestamp_key]).expect("sign")).expect("bytes");
     std::fs::write(meta.join("targets.json"), targets).expect("write");
     std::fs::write(meta.join("snapshot.json"), snapshot).expect("write");
@@ -70,7 +89,11 @@ async fn neither_foreign_keys_nor_a_compromised_hub_can_sign_targets() {
     let root = kit.shipped_root().await;
     let v1 = vec![7u8; 50_000];
     let out = kit.publish(&keys, "1.0.0", &v1, false);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta_dir = kit.data_dir().join(format!("tuf/repos/{MODEL}/metadata"));
     let legit_v2_targets = std::fs::read(meta_dir.join("targets.json")).expect("targets");
 
@@ -82,7 +105,10 @@ async fn neither_foreign_keys_nor_a_compromised_hub_can_sign_targets() {
     let name = format!("{MODEL}-2.0.0.img");
     let client = kit.client();
     let r = client
-        .put(format!("{}/api/v1/products/{MODEL}/targets/{name}", kit.hub.url()))
+        .put(format!(
+            "{}/api/v1/products/{MODEL}/targets/{name}",
+            kit.hub.url()
+        ))
         .bearer_auth(&kit.token)
         .body(evil.clone())
         .send()
@@ -99,13 +125,20 @@ async fn neither_foreign_keys_nor_a_compromised_hub_can_sign_targets() {
         tough::TargetName::new(name.clone()).expect("name"),
         Target {
             length: evil.len() as u64,
-            hashes: Hashes { sha256: sha256(&evil).into(), _extra: HashMap::new() },
+            hashes: Hashes {
+                sha256: sha256(&evil).into(),
+                _extra: HashMap::new(),
+            },
             custom,
             _extra: HashMap::new(),
         },
     );
     let hub_snapshot_key = key(&kit.data_dir().join("tuf/keys/snapshot.pk8"));
-    for signer in [key(&attacker.join("targets.pk8")), hub_snapshot_key, key(&keys.join("root-1.pk8"))] {
+    for signer in [
+        key(&attacker.join("targets.pk8")),
+        hub_snapshot_key,
+        key(&keys.join("root-1.pk8")),
+    ] {
         let signed = tuf::sign(forged.clone(), &[&signer]).expect("sign");
         let r = client
             .post(format!("{}/api/v1/products/{MODEL}/releases", kit.hub.url()))
@@ -114,23 +147,47 @@ async fn neither_foreign_keys_nor_a_compromised_hub_can_sign_targets() {
             .send()
             .await
             .expect("publish");
-        assert_eq!(r.status(), 409, "targets signed by {signer:?} must be refused");
+        assert_eq!(
+            r.status(),
+            409,
+            "targets signed by {signer:?} must be refused"
+        );
         let body = r.text().await.unwrap_or_default();
-        assert!(body.contains("not signed by the offline targets key"), "{body}");
+        assert!(
+            body.contains("not signed by the offline targets key"),
+            "{body}"
+        );
     }
-    assert_eq!(std::fs::read(meta_dir.join("targets.json")).expect("targets"), legit_v2_targets);
+    assert_eq!(
+        std::fs::read(meta_dir.join("targets.json")).expect("targets"),
+        legit_v2_targets
+    );
 
     let relay = kit.relay().await;
     let device = Device::new(&root);
-    assert_eq!(device.download(&relay, &format!("{MODEL}-1.0.0.img")).await.expect("v1"), v1);
+    assert_eq!(
+        device
+            .download(&relay, &format!("{MODEL}-1.0.0.img"))
+            .await
+            .expect("v1"),
+        v1
+    );
 
     // 2. A compromised hub signs the forged targets with the keys it holds.
-    let by_timestamp_key = tuf::sign(forged.clone(), &[&key(&kit.data_dir().join("tuf/keys/timestamp.pk8"))]).expect("sign");
-    compromised_serve(&kit.data_dir(), &tuf::to_bytes(&by_timestamp_key).expect("bytes"));
+    let by_timestamp_key = tuf::sign(
+        forged.clone(),
+        &[&key(&kit.data_dir().join("tuf/keys/timestamp.pk8"))],
+    )
+    .expect("sign");
+    compromised_serve(
+        &kit.data_dir(),
+        &tuf::to_bytes(&by_timestamp_key).expect("bytes"),
+    );
     let got = device.download(&relay, &name).await;
     eprintln!("compromised hub, forged targets: {got:?}");
     assert!(
-        got.as_ref().is_err_and(|e| e.contains("SignatureThreshold")),
+        got.as_ref()
+            .is_err_and(|e| e.contains("SignatureThreshold")),
         "a target the offline key did not sign must not verify: {got:?}"
     );
     // A fresh device (only the shipped root) refuses it too.
@@ -145,9 +202,16 @@ async fn neither_foreign_keys_nor_a_compromised_hub_can_sign_targets() {
     // refused rather than silently replaced ...
     assert!(!out.status.success());
     let out = kit.publish(&keys, "2.0.1", &legit_v2, true);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v201 = format!("{MODEL}-2.0.1.img");
-    assert_eq!(device.download(&relay, &v201).await.expect("2.0.1"), legit_v2);
+    assert_eq!(
+        device.download(&relay, &v201).await.expect("2.0.1"),
+        legit_v2
+    );
 
     // 3. Rollback: the compromised hub serves the older targets (1.0.0 only) under
     // freshly signed snapshot and timestamp. The client refuses to go back.
@@ -166,20 +230,50 @@ async fn neither_foreign_keys_nor_a_compromised_hub_can_sign_targets() {
     let a2 = key(&attacker.join("root-2.pk8"));
     let at = key(&attacker.join("targets.pk8"));
     let far = palisade_hub::db::now() + 86_400;
-    let rotation = tuf::new_root(2, &[&a1, &a2], 2, &at, k("snapshot"), k("timestamp"), far, &[&a1, &a2]).expect("root");
+    let rotation = tuf::new_root(
+        2,
+        &[&a1, &a2],
+        2,
+        &at,
+        k("snapshot"),
+        k("timestamp"),
+        far,
+        &[&a1, &a2],
+    )
+    .expect("root");
     let r = client
-        .post(format!("{}/api/v1/products/{MODEL}/tuf/root", kit.hub.url()))
+        .post(format!(
+            "{}/api/v1/products/{MODEL}/tuf/root",
+            kit.hub.url()
+        ))
         .bearer_auth(&kit.token)
         .body(tuf::to_bytes(&rotation).expect("bytes"))
         .send()
         .await
         .expect("rotate");
-    assert_eq!(r.status(), 409, "rotation without the old threshold is refused");
+    assert_eq!(
+        r.status(),
+        409,
+        "rotation without the old threshold is refused"
+    );
     // Only ONE of the two required old root signatures: refused as well.
     let o1 = key(&keys.join("root-1.pk8"));
-    let rotation = tuf::new_root(2, &[&a1, &a2], 2, &at, k("snapshot"), k("timestamp"), far, &[&o1, &a1, &a2]).expect("root");
+    let rotation = tuf::new_root(
+        2,
+        &[&a1, &a2],
+        2,
+        &at,
+        k("snapshot"),
+        k("timestamp"),
+        far,
+        &[&o1, &a1, &a2],
+    )
+    .expect("root");
     let r = client
-        .post(format!("{}/api/v1/products/{MODEL}/tuf/root", kit.hub.url()))
+        .post(format!(
+            "{}/api/v1/products/{MODEL}/tuf/root",
+            kit.hub.url()
+        ))
         .bearer_auth(&kit.token)
         .body(tuf::to_bytes(&rotation).expect("bytes"))
         .send()
@@ -188,9 +282,22 @@ async fn neither_foreign_keys_nor_a_compromised_hub_can_sign_targets() {
     assert_eq!(r.status(), 409);
     // With the old threshold (2 of 3) and the new keys: accepted.
     let o2 = key(&keys.join("root-2.pk8"));
-    let rotation = tuf::new_root(2, &[&a1, &a2], 2, &at, k("snapshot"), k("timestamp"), far, &[&o1, &o2, &a1, &a2]).expect("root");
+    let rotation = tuf::new_root(
+        2,
+        &[&a1, &a2],
+        2,
+        &at,
+        k("snapshot"),
+        k("timestamp"),
+        far,
+        &[&o1, &o2, &a1, &a2],
+    )
+    .expect("root");
     let r = client
-        .post(format!("{}/api/v1/products/{MODEL}/tuf/root", kit.hub.url()))
+        .post(format!(
+            "{}/api/v1/products/{MODEL}/tuf/root",
+            kit.hub.url()
+        ))
         .bearer_auth(&kit.token)
         .body(tuf::to_bytes(&rotation).expect("bytes"))
         .send()

@@ -22,12 +22,22 @@ fn offline_keys_are_private_files_and_never_overwritten() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("offline-keys");
     let out = keys_init(&dir, &["--root-threshold", "2", "--root-keys", "3"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let dir_mode = std::fs::metadata(&dir).expect("dir").permissions().mode() & 0o777;
     assert_eq!(dir_mode, 0o700);
     let mut ids = Vec::new();
-    for name in ["root-1.pk8", "root-2.pk8", "root-3.pk8", "targets.pk8", "keys.json"] {
+    for name in [
+        "root-1.pk8",
+        "root-2.pk8",
+        "root-3.pk8",
+        "targets.pk8",
+        "keys.json",
+    ] {
         let meta = std::fs::metadata(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
         if name.ends_with(".pk8") {
@@ -44,7 +54,8 @@ fn offline_keys_are_private_files_and_never_overwritten() {
     ids.dedup();
     assert_eq!(ids.len(), 4, "four distinct keys");
     let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("keys.json")).expect("keys.json")).expect("json");
+        serde_json::from_slice(&std::fs::read(dir.join("keys.json")).expect("keys.json"))
+            .expect("json");
     assert_eq!(summary["root_threshold"], 2);
     assert_eq!(summary["root"].as_array().expect("root ids").len(), 3);
     // Public ids only: no private key material in what is printed.
@@ -67,6 +78,9 @@ fn offline_keys_are_private_files_and_never_overwritten() {
     assert!(!open.join("targets.pk8").exists());
 
     // A threshold above the number of keys is refused.
-    let bad = keys_init(&tmp.path().join("bad"), &["--root-threshold", "3", "--root-keys", "2"]);
+    let bad = keys_init(
+        &tmp.path().join("bad"),
+        &["--root-threshold", "3", "--root-keys", "2"],
+    );
     assert!(!bad.status.success());
 }

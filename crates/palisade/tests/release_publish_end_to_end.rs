@@ -18,12 +18,19 @@ async fn publish_v1_and_v2_and_a_device_downloads_v2() {
 
     let v1 = vec![1u8; 100_000];
     let out = kit.publish(&keys, "1.0.0", &v1, false);
-    assert!(out.status.success(), "publish 1.0.0: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "publish 1.0.0: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v2: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let out = kit.publish(&keys, "2.0.0", &v2, true);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "publish 2.0.0: {stderr}");
-    assert!(stderr.contains("100%"), "a progress bar was drawn: {stderr}");
+    assert!(
+        stderr.contains("100%"),
+        "a progress bar was drawn: {stderr}"
+    );
 
     let relay = kit.relay().await;
     let device = Device::new(&root);
@@ -59,7 +66,11 @@ async fn publish_v1_and_v2_and_a_device_downloads_v2() {
         })
         .await
         .expect("join");
-        assert!(out.status.success(), "python-tuf: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "python-tuf: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         assert_eq!(std::fs::read(path).expect("python-tuf download"), v2);
     }
@@ -77,7 +88,10 @@ async fn publish_v1_and_v2_and_a_device_downloads_v2() {
         .expect("json");
     let list = releases.as_array().expect("array");
     assert_eq!(list.len(), 2, "{releases}");
-    let v2_row = list.iter().find(|r| r["version"] == "2.0.0").expect("2.0.0 listed");
+    let v2_row = list
+        .iter()
+        .find(|r| r["version"] == "2.0.0")
+        .expect("2.0.0 listed");
     assert_eq!(v2_row["security"], true);
     assert_eq!(v2_row["target"], format!("{MODEL}-2.0.0.img"));
     assert_eq!(v2_row["length"], 300_000);
@@ -86,11 +100,18 @@ async fn publish_v1_and_v2_and_a_device_downloads_v2() {
     for version in ["1.5.0", "2.0.0"] {
         let out = kit.publish(&keys, version, b"again", false);
         assert!(!out.status.success(), "{version} must be refused");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("not newer"), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not newer"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let out = kit.publish(&keys, "3.0", b"x", false);
     assert!(!out.status.success());
     // Still only two releases, and the device still gets 2.0.0.
-    let got = device.download(&relay, &format!("{MODEL}-2.0.0.img")).await.expect("still fine");
+    let got = device
+        .download(&relay, &format!("{MODEL}-2.0.0.img"))
+        .await
+        .expect("still fine");
     assert_eq!(got, v2);
 }

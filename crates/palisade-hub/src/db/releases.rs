@@ -57,7 +57,8 @@ pub struct SupportPeriod {
     pub published_at: i64,
 }
 
-const RELEASE_COLUMNS: &str = "id, product_id, version, target_name, length, sha256, security, notes, created_at, created_by";
+const RELEASE_COLUMNS: &str =
+    "id, product_id, version, target_name, length, sha256, security, notes, created_at, created_by";
 
 fn release_from_row(row: &sqlx::any::AnyRow) -> Result<Release> {
     Ok(Release {
@@ -191,19 +192,19 @@ impl Db {
         .bind(r.at_ms)
         .execute(&mut *tx)
         .await?;
-        let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM update_reports WHERE device_id = $1")
-            .bind(device.as_str())
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("n")?;
+        let count: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM update_reports WHERE device_id = $1")
+                .bind(device.as_str())
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("n")?;
         if count > MAX_REPORTS_PER_DEVICE {
-            let oldest: i64 = sqlx::query(
-                "SELECT MIN(at_ms) AS oldest FROM update_reports WHERE device_id = $1",
-            )
-            .bind(device.as_str())
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("oldest")?;
+            let oldest: i64 =
+                sqlx::query("SELECT MIN(at_ms) AS oldest FROM update_reports WHERE device_id = $1")
+                    .bind(device.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("oldest")?;
             sqlx::query("DELETE FROM update_reports WHERE device_id = $1 AND at_ms = $2")
                 .bind(device.as_str())
                 .bind(oldest)
@@ -291,18 +292,20 @@ impl Db {
 
     /// Every published support period, by product.
     pub async fn support_periods(&self) -> Result<Vec<SupportPeriod>> {
-        sqlx::query("SELECT product_id, until_date, published_at FROM support_periods ORDER BY product_id")
-            .fetch_all(self.pool())
-            .await?
-            .iter()
-            .map(|row| {
-                Ok(SupportPeriod {
-                    product: row.try_get("product_id")?,
-                    security_updates_until: row.try_get("until_date")?,
-                    published_at: row.try_get("published_at")?,
-                })
+        sqlx::query(
+            "SELECT product_id, until_date, published_at FROM support_periods ORDER BY product_id",
+        )
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(SupportPeriod {
+                product: row.try_get("product_id")?,
+                security_updates_until: row.try_get("until_date")?,
+                published_at: row.try_get("published_at")?,
             })
-            .collect()
+        })
+        .collect()
     }
 
     /// Products whose end-of-support notice is due (end date on or before `by`, an ISO

@@ -1097,7 +1097,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                         );
                     }
                     Ok(Ok(report)) => {
-                        if let Err(e) = self.shared.db.insert_update_report(&self.device, &report).await {
+                        if let Err(e) = self
+                            .shared
+                            .db
+                            .insert_update_report(&self.device, &report)
+                            .await
+                        {
                             tracing::warn!(device = %self.device, "could not store an update report: {e}");
                             self.end = Some(End::Now(Some(DisconnectReasonCode::UnspecifiedError)));
                             return;
@@ -1227,7 +1232,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
         match offer {
             Ok(Some(offer)) => self.send_offer(offer.payload()),
             Ok(None) => {}
-            Err(e) => tracing::warn!(device = %self.device, "could not decide an update offer: {e}"),
+            Err(e) => {
+                tracing::warn!(device = %self.device, "could not decide an update offer: {e}")
+            }
         }
     }
 

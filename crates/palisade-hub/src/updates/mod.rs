@@ -135,7 +135,10 @@ pub async fn parse_status(
     {
         return Ok(Err("reason too long or not printable".into()));
     }
-    if wire.downtime_ms.is_some_and(|d| !(0..=7 * 86_400_000).contains(&d)) {
+    if wire
+        .downtime_ms
+        .is_some_and(|d| !(0..=7 * 86_400_000).contains(&d))
+    {
         return Ok(Err("downtime_ms out of range".into()));
     }
     let (Some(release), Some(dev)) = (db.release(&wire.release).await?, db.device(device).await?)
@@ -162,8 +165,8 @@ pub const SUPPORT_NOTICE_DAYS: i64 = 90;
 /// [`SUPPORT_NOTICE_DAYS`], once per published end date (e-mail through the outbox,
 /// audited). Returns how many models were announced.
 pub async fn send_support_notices(db: &Db, public_url: &str) -> Result<usize> {
-    let horizon = time::OffsetDateTime::now_utc().date()
-        + time::Duration::days(SUPPORT_NOTICE_DAYS);
+    let horizon =
+        time::OffsetDateTime::now_utc().date() + time::Duration::days(SUPPORT_NOTICE_DAYS);
     let by = format!(
         "{:04}-{:02}-{:02}",
         horizon.year(),
@@ -204,7 +207,10 @@ pub async fn send_support_notices(db: &Db, public_url: &str) -> Result<usize> {
             "support.end_notice",
             &period.product,
             crate::audit::Outcome::Success,
-            &format!("owners told: security updates end {}", period.security_updates_until),
+            &format!(
+                "owners told: security updates end {}",
+                period.security_updates_until
+            ),
         )
         .await?;
     }

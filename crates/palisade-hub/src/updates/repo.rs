@@ -46,7 +46,9 @@ pub struct Repository {
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Repository").field("dir", &self.dir).finish()
+        f.debug_struct("Repository")
+            .field("dir", &self.dir)
+            .finish()
     }
 }
 
@@ -126,13 +128,16 @@ fn sha256(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn next_version(v: Option<NonZeroU64>) -> NonZeroU64 {
-    v.and_then(|v| v.checked_add(1))
-        .unwrap_or(NonZeroU64::MIN)
+    v.and_then(|v| v.checked_add(1)).unwrap_or(NonZeroU64::MIN)
 }
 
 impl Repository {
     /// Open (and on first use create) the repository and the hub's two online keys.
-    pub fn open(data_dir: &Path, snapshot_expiry_secs: i64, timestamp_expiry_secs: i64) -> Result<Self> {
+    pub fn open(
+        data_dir: &Path,
+        snapshot_expiry_secs: i64,
+        timestamp_expiry_secs: i64,
+    ) -> Result<Self> {
         let dir = data_dir.join("tuf");
         private_dir(&dir)?;
         private_dir(&dir.join("keys"))?;
@@ -252,7 +257,9 @@ impl Repository {
         let new: Signed<Targets> = tuf::parse(bytes).map_err(RepoError::Refused)?;
         let _guard = self.lock.lock().await;
         let Some(root) = self.root(model)? else {
-            return refused("this product has no TUF repository yet: run `palisade release init-repo`");
+            return refused(
+                "this product has no TUF repository yet: run `palisade release init-repo`",
+            );
         };
         root.signed.verify_role(&new).map_err(|e| {
             RepoError::Refused(format!(
@@ -373,8 +380,9 @@ impl Repository {
             let timestamp: Option<Signed<Timestamp>> = stored(&dir.join("timestamp.json"))?;
             let snapshot_due = snapshot
                 .is_none_or(|s| s.signed.expires.as_second() - now < self.snapshot_expiry_secs / 2);
-            let timestamp_due = timestamp
-                .is_none_or(|t| t.signed.expires.as_second() - now < self.timestamp_expiry_secs / 2);
+            let timestamp_due = timestamp.is_none_or(|t| {
+                t.signed.expires.as_second() - now < self.timestamp_expiry_secs / 2
+            });
             if snapshot_due || timestamp_due {
                 self.resign(&model, snapshot_due)?;
                 refreshed += 1;
@@ -411,7 +419,9 @@ impl Repository {
             if same {
                 return Ok(());
             }
-            return refused(format!("a different {name} was uploaded before; targets never change"));
+            return refused(format!(
+                "a different {name} was uploaded before; targets never change"
+            ));
         }
         std::fs::rename(upload, &path).map_err(|e| Error::io(&path, e))?;
         Ok(())

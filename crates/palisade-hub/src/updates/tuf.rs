@@ -168,7 +168,10 @@ pub fn check_online_roles(
     timestamp: &Decoded<Hex>,
 ) -> std::result::Result<(), String> {
     use tough::schema::RoleType;
-    for (role, id) in [(RoleType::Snapshot, snapshot), (RoleType::Timestamp, timestamp)] {
+    for (role, id) in [
+        (RoleType::Snapshot, snapshot),
+        (RoleType::Timestamp, timestamp),
+    ] {
         let keys = root
             .roles
             .get(&role)
@@ -229,7 +232,10 @@ pub fn new_root(
     let mut roles = HashMap::new();
     roles.insert(
         RoleType::Root,
-        role(root_keys.iter().map(|k| k.id().clone()).collect(), threshold)?,
+        role(
+            root_keys.iter().map(|k| k.id().clone()).collect(),
+            threshold,
+        )?,
     );
     roles.insert(RoleType::Targets, role(vec![targets.id().clone()], 1)?);
     roles.insert(RoleType::Snapshot, role(vec![snapshot_id], 1)?);
@@ -297,7 +303,16 @@ mod tests {
     fn versions_are_strict_semver_triples() {
         assert_eq!(Version::parse("2.0.10"), Some(Version(2, 0, 10)));
         assert!(Version::parse("2.0.10") > Version::parse("2.0.9"));
-        for bad in ["", "1", "1.2", "1.2.3.4", "01.2.3", "1.2.3-rc1", "a.b.c", "1..2"] {
+        for bad in [
+            "",
+            "1",
+            "1.2",
+            "1.2.3.4",
+            "01.2.3",
+            "1.2.3-rc1",
+            "a.b.c",
+            "1..2",
+        ] {
             assert_eq!(Version::parse(bad), None, "{bad}");
         }
     }

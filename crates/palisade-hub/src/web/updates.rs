@@ -43,7 +43,10 @@ async fn product(state: &AppState, model: &str) -> Result<ProductId, WebError> {
 }
 
 /// Stream a file from disk in 64 KiB chunks (never buffered whole).
-async fn stream_file(path: &std::path::Path, content_type: &'static str) -> Result<Response, WebError> {
+async fn stream_file(
+    path: &std::path::Path,
+    content_type: &'static str,
+) -> Result<Response, WebError> {
     let file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(WebError::NotFound),
@@ -131,11 +134,31 @@ pub async fn upload_root(
     let actor = Actor::user(&p.user, ip);
     match state.updates.install_root(&model, &body).await {
         Ok(version) => {
-            accounts::audit(&state.db, &actor, "tuf.root", model.as_str(), Outcome::Success, &format!("root version {version}")).await?;
-            Ok((StatusCode::OK, Json(serde_json::json!({"version": version}))).into_response())
+            accounts::audit(
+                &state.db,
+                &actor,
+                "tuf.root",
+                model.as_str(),
+                Outcome::Success,
+                &format!("root version {version}"),
+            )
+            .await?;
+            Ok((
+                StatusCode::OK,
+                Json(serde_json::json!({"version": version})),
+            )
+                .into_response())
         }
         Err(RepoError::Refused(why)) => {
-            accounts::audit(&state.db, &actor, "tuf.root", model.as_str(), Outcome::Denied, &why).await?;
+            accounts::audit(
+                &state.db,
+                &actor,
+                "tuf.root",
+                model.as_str(),
+                Outcome::Denied,
+                &why,
+            )
+            .await?;
             Err(WebError::Conflict(why))
         }
         Err(e) => Err(e.into()),
@@ -155,11 +178,27 @@ pub async fn upload_targets(
     let actor = Actor::user(&p.user, ip);
     match state.updates.install_targets(&model, &body).await {
         Ok(t) => {
-            accounts::audit(&state.db, &actor, "tuf.targets", model.as_str(), Outcome::Success, &format!("targets version {}", t.signed.version)).await?;
+            accounts::audit(
+                &state.db,
+                &actor,
+                "tuf.targets",
+                model.as_str(),
+                Outcome::Success,
+                &format!("targets version {}", t.signed.version),
+            )
+            .await?;
             Ok(Json(serde_json::json!({"version": t.signed.version})).into_response())
         }
         Err(RepoError::Refused(why)) => {
-            accounts::audit(&state.db, &actor, "tuf.targets", model.as_str(), Outcome::Denied, &why).await?;
+            accounts::audit(
+                &state.db,
+                &actor,
+                "tuf.targets",
+                model.as_str(),
+                Outcome::Denied,
+                &why,
+            )
+            .await?;
             Err(WebError::Conflict(why))
         }
         Err(e) => Err(e.into()),
@@ -192,10 +231,13 @@ pub async fn upload_image(
         let mut stream = body.into_data_stream();
         let mut total: u64 = 0;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|_| WebError::BadRequest("The upload was interrupted.".into()))?;
+            let chunk =
+                chunk.map_err(|_| WebError::BadRequest("The upload was interrupted.".into()))?;
             total += chunk.len() as u64;
             if total > max {
-                return Err(WebError::BadRequest(format!("The image is larger than {max} bytes.")));
+                return Err(WebError::BadRequest(format!(
+                    "The image is larger than {max} bytes."
+                )));
             }
             file.write_all(&chunk)
                 .await
@@ -224,7 +266,11 @@ pub async fn upload_image(
         &format!("{name} ({total} bytes)"),
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(serde_json::json!({"target": name, "length": total}))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"target": name, "length": total})),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -252,7 +298,9 @@ pub async fn publish(
 ) -> Result<Response, WebError> {
     let model = product(&state, &model).await?;
     if body.len() > repo::MAX_METADATA_BYTES + 16 * 1024 {
-        return Err(WebError::BadRequest("The request body is too large.".into()));
+        return Err(WebError::BadRequest(
+            "The request body is too large.".into(),
+        ));
     }
     let request: PublishRequest = serde_json::from_slice(&body).map_err(|_| {
         WebError::BadRequest("The request body is not the JSON object this route takes.".into())
@@ -261,14 +309,27 @@ pub async fn publish(
         WebError::BadRequest("The version must be MAJOR.MINOR.PATCH (digits only).".into())
     })?;
     if request.notes.chars().count() > updates::MAX_NOTES_CHARS {
-        return Err(WebError::BadRequest("The release notes are too long.".into()));
+        return Err(WebError::BadRequest(
+            "The release notes are too long.".into(),
+        ));
     }
     let actor = Actor::user(&p.user, ip);
     if let Some(newest) = state.db.newest_release(&model).await?
         && tuf::Version::parse(&newest.version).is_some_and(|n| version <= n)
     {
-        let why = format!("version {version} is not newer than the published {}", newest.version);
-        accounts::audit(&state.db, &actor, "release.publish", model.as_str(), Outcome::Denied, &why).await?;
+        let why = format!(
+            "version {version} is not newer than the published {}",
+            newest.version
+        );
+        accounts::audit(
+            &state.db,
+            &actor,
+            "release.publish",
+            model.as_str(),
+            Outcome::Denied,
+            &why,
+        )
+        .await?;
         return Err(WebError::Conflict(why));
     }
     let name = tuf::target_name(model.as_str(), &version);
@@ -283,10 +344,16 @@ pub async fn publish(
         .find(|(n, _)| n.raw() == name)
         .map(|(_, t)| t.clone())
     else {
-        return Err(WebError::Conflict(format!("the targets metadata does not list {name}")));
+        return Err(WebError::Conflict(format!(
+            "the targets metadata does not list {name}"
+        )));
     };
     let custom_version = entry.custom.get("version").and_then(|v| v.as_str());
-    let custom_security = entry.custom.get("security").and_then(|v| v.as_bool()).unwrap_or(false);
+    let custom_security = entry
+        .custom
+        .get("security")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
     if custom_version != Some(version.to_string().as_str()) || custom_security != request.security {
         return Err(WebError::Conflict(format!(
             "the signed entry for {name} must carry custom version {version} and security {}",
@@ -295,7 +362,15 @@ pub async fn publish(
     }
     if let Err(e) = state.updates.install_targets(&model, &targets_bytes).await {
         if let RepoError::Refused(why) = &e {
-            accounts::audit(&state.db, &actor, "release.publish", model.as_str(), Outcome::Denied, why).await?;
+            accounts::audit(
+                &state.db,
+                &actor,
+                "release.publish",
+                model.as_str(),
+                Outcome::Denied,
+                why,
+            )
+            .await?;
         }
         return Err(e.into());
     }
@@ -323,7 +398,10 @@ pub async fn publish(
         "release.publish",
         model.as_str(),
         Outcome::Success,
-        &format!("{version} ({name}, sha256 {sha256}{})", if request.security { ", security" } else { "" }),
+        &format!(
+            "{version} ({name}, sha256 {sha256}{})",
+            if request.security { ", security" } else { "" }
+        ),
     )
     .await?;
     let offered = updates::offer_to_fleet(&state.db, &state.fleet, &release).await?;
@@ -332,7 +410,10 @@ pub async fn publish(
 }
 
 /// `GET /api/v1/releases`: every release, newest first.
-pub async fn list(State(state): State<AppState>, _: Principal) -> Result<Json<Vec<Release>>, WebError> {
+pub async fn list(
+    State(state): State<AppState>,
+    _: Principal,
+) -> Result<Json<Vec<Release>>, WebError> {
     Ok(Json(state.db.releases().await?))
 }
 

@@ -24,9 +24,11 @@ impl Kit {
     pub async fn start() -> Kit {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tempdir");
-        let hub = palisade_hub::start(palisade_hub::config::Config::for_data_dir(&dir.path().join("hub")))
-            .await
-            .expect("hub");
+        let hub = palisade_hub::start(palisade_hub::config::Config::for_data_dir(
+            &dir.path().join("hub"),
+        ))
+        .await
+        .expect("hub");
         hub.db
             .create_product(&ProductModel {
                 id: ProductId::parse(MODEL).expect("id"),
@@ -88,13 +90,28 @@ impl Kit {
     pub fn keys_init(&self, name: &str) -> PathBuf {
         let dir = self.path(name);
         let out = self.palisade(&["keys", "init", "--out", dir.to_str().expect("utf8")]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         dir
     }
 
     pub fn init_repo(&self, keys: &Path) {
-        let out = self.palisade(&["release", "init-repo", "--product", MODEL, "--keys", keys.to_str().expect("utf8")]);
-        assert!(out.status.success(), "init-repo: {}", String::from_utf8_lossy(&out.stderr));
+        let out = self.palisade(&[
+            "release",
+            "init-repo",
+            "--product",
+            MODEL,
+            "--keys",
+            keys.to_str().expect("utf8"),
+        ]);
+        assert!(
+            out.status.success(),
+            "init-repo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Publish `version` with an image of `bytes`; returns the command's output.
@@ -102,8 +119,16 @@ impl Kit {
         let image = self.path(&format!("image-{version}.img"));
         std::fs::write(&image, bytes).expect("image");
         let mut args = vec![
-            "release", "publish", "--product", MODEL, "--version", version, "--file",
-            image.to_str().expect("utf8"), "--keys", keys.to_str().expect("utf8"),
+            "release",
+            "publish",
+            "--product",
+            MODEL,
+            "--version",
+            version,
+            "--file",
+            image.to_str().expect("utf8"),
+            "--keys",
+            keys.to_str().expect("utf8"),
         ];
         if security {
             args.push("--security");
@@ -138,31 +163,48 @@ impl Kit {
     /// Start the relay; returns its base URL (`http://127.0.0.1:P/`), under which
     /// `metadata/` and `targets/` are the model's repository on the live hub.
     pub async fn relay(&self) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let upstream = format!("{}/tuf/{MODEL}/", self.hub.url());
         let client = self.client();
         tokio::spawn(async move {
             // Bounded: a test makes far fewer requests.
             for _ in 0..10_000 {
-                let Ok((mut conn, _)) = listener.accept().await else { return };
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
                 let (client, upstream) = (client.clone(), upstream.clone());
                 tokio::spawn(async move {
                     let mut request = Vec::new();
                     let mut buf = [0u8; 2048];
-                    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024 {
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024
+                    {
                         match conn.read(&mut buf).await {
                             Ok(0) | Err(_) => return,
                             Ok(n) => request.extend_from_slice(&buf[..n]),
                         }
                     }
                     let text = String::from_utf8_lossy(&request);
-                    let path = text.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_owned();
-                    let (status, body) = match client.get(format!("{upstream}{path}")).send().await {
-                        Ok(r) => (r.status().as_u16(), r.bytes().await.map(|b| b.to_vec()).unwrap_or_default()),
+                    let path = text
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or("/")
+                        .trim_start_matches('/')
+                        .to_owned();
+                    let (status, body) = match client.get(format!("{upstream}{path}")).send().await
+                    {
+                        Ok(r) => (
+                            r.status().as_u16(),
+                            r.bytes().await.map(|b| b.to_vec()).unwrap_or_default(),
+                        ),
                         Err(_) => (502, Vec::new()),
                     };
-                    let head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
                     let _ = conn.write_all(head.as_bytes()).await;
                     let _ = conn.write_all(&body).await;
                 });
@@ -175,7 +217,10 @@ impl Kit {
     pub async fn shipped_root(&self) -> PathBuf {
         let bytes = self
             .client()
-            .get(format!("{}/tuf/{MODEL}/metadata/1.root.json", self.hub.url()))
+            .get(format!(
+                "{}/tuf/{MODEL}/metadata/1.root.json",
+                self.hub.url()
+            ))
             .send()
             .await
             .expect("fetch")
@@ -211,9 +256,13 @@ impl Device {
         let repo = client.refresh().await.map_err(|e| format!("{e:?}"))?;
         let out = self.dir.path().join("out");
         std::fs::create_dir_all(&out).map_err(|e| format!("{e:?}"))?;
-        let done = client.download(&repo, name, &out).await.map_err(|e| format!("{e:?}"))?;
+        let done = client
+            .download(&repo, name, &out)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
         let path = match done {
-            palisade_agent::tuf::Downloaded::Fetched(p) | palisade_agent::tuf::Downloaded::AlreadyPresent(p) => p,
+            palisade_agent::tuf::Downloaded::Fetched(p)
+            | palisade_agent::tuf::Downloaded::AlreadyPresent(p) => p,
         };
         std::fs::read(path).map_err(|e| format!("{e:?}"))
     }
@@ -225,7 +274,11 @@ impl Device {
             None,
         )
         .map_err(|e| format!("{e:?}"))?;
-        client.refresh().await.map(|_| ()).map_err(|e| format!("{e:?}"))
+        client
+            .refresh()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}"))
     }
 }
 
@@ -240,14 +293,18 @@ pub fn python_tuf() -> Option<PathBuf> {
     candidates.push(workspace.join("target/tuf-venv/bin/python"));
     for candidate in candidates {
         let ok = Command::new(&candidate)
-            .args(["-c", "import tuf, sys; sys.exit(tuf.__version__ != '7.0.0')"])
+            .args([
+                "-c",
+                "import tuf, sys; sys.exit(tuf.__version__ != '7.0.0')",
+            ])
             .output()
             .is_ok_and(|o| o.status.success());
         if ok {
             return Some(candidate);
         }
     }
-    let message = "python-tuf 7.0.0 is not installed (./scripts/test.sh puts it in target/tuf-venv)";
+    let message =
+        "python-tuf 7.0.0 is not installed (./scripts/test.sh puts it in target/tuf-venv)";
     if std::env::var("PALISADE_E2E_REQUIRED").is_ok_and(|v| v == "1") {
         panic!("{message}");
     }
