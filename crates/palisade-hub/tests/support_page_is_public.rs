@@ -71,4 +71,13 @@ async fn support_dates_are_public_and_never_shortened() {
         .await
         .expect("notices");
     assert_eq!(again, 0, "once per published date");
+    // ... and the console shows a banner (staff: every such model).
+    let home = admin.get("/").await;
+    assert!(
+        home.body
+            .contains("Security updates end soon: cam-v2 on 2000-01-01"),
+        "{}",
+        home.body
+    );
+    assert!(!home.body.contains("lamp-v1 on"), "{}", home.body);
 }

@@ -328,6 +328,26 @@ impl Db {
         .collect()
     }
 
+    /// Products whose end date is on or before `by`, notice sent or not (the console
+    /// banner shows them until the date is extended).
+    pub async fn support_notices_due_any(&self, by: &str) -> Result<Vec<SupportPeriod>> {
+        sqlx::query(
+            "SELECT product_id, until_date, published_at FROM support_periods WHERE until_date <= $1 ORDER BY product_id",
+        )
+        .bind(by)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(SupportPeriod {
+                product: row.try_get("product_id")?,
+                security_updates_until: row.try_get("until_date")?,
+                published_at: row.try_get("published_at")?,
+            })
+        })
+        .collect()
+    }
+
     /// Mark a product's end-of-support notice as sent (once per published date).
     pub async fn mark_support_notice_sent(&self, product: &str) -> Result<()> {
         sqlx::query("UPDATE support_periods SET notice_sent_at = $1 WHERE product_id = $2")

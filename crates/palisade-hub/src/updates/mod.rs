@@ -161,6 +161,52 @@ pub async fn parse_status(
 /// Days before the end of security support at which owners are told (SUP-2).
 pub const SUPPORT_NOTICE_DAYS: i64 = 90;
 
+/// The ISO date [`SUPPORT_NOTICE_DAYS`] from today.
+fn notice_horizon() -> String {
+    let horizon =
+        time::OffsetDateTime::now_utc().date() + time::Duration::days(SUPPORT_NOTICE_DAYS);
+    format!(
+        "{:04}-{:02}-{:02}",
+        horizon.year(),
+        u8::from(horizon.month()),
+        horizon.day()
+    )
+}
+
+/// The console banner (SUP-2): the models whose security support ends within
+/// [`SUPPORT_NOTICE_DAYS`] (or has ended) — of the caller's own devices, or every
+/// model for staff. `None` when there is nothing to say.
+pub async fn support_banner(
+    db: &Db,
+    user: &crate::ids::UserId,
+    staff: bool,
+) -> Result<Option<String>> {
+    let due = db.support_notices_due_any(&notice_horizon()).await?;
+    if due.is_empty() {
+        return Ok(None);
+    }
+    let mine: Vec<String> = if staff {
+        Vec::new()
+    } else {
+        db.devices_owned_by(user)
+            .await?
+            .into_iter()
+            .map(|d| d.product_id.as_str().to_owned())
+            .collect()
+    };
+    let parts: Vec<String> = due
+        .iter()
+        .filter(|p| staff || mine.contains(&p.product))
+        .map(|p| format!("{} on {}", p.product, p.security_updates_until))
+        .collect();
+    Ok((!parts.is_empty()).then(|| {
+        format!(
+            "Security updates end soon: {}. See /support.",
+            parts.join(", ")
+        )
+    }))
+}
+
 /// Tell the owners of every model whose security support ends within
 /// [`SUPPORT_NOTICE_DAYS`], once per published end date (e-mail through the outbox,
 /// audited). Returns how many models were announced.
