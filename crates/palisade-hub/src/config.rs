@@ -60,6 +60,13 @@ pub struct Limits {
     /// Longest MQTT session expiry a device may ask for, in seconds (v3.1.1 persistent
     /// sessions get exactly this); 0 turns persistent sessions off.
     pub mqtt_session_expiry_max_secs: u64,
+    /// Lifetime of the TUF timestamp metadata the hub signs, in seconds (short, so a
+    /// frozen hub is noticed; re-signed when half has passed).
+    pub tuf_timestamp_expiry_secs: i64,
+    /// Lifetime of the TUF snapshot metadata the hub signs, in seconds.
+    pub tuf_snapshot_expiry_secs: i64,
+    /// Largest release image accepted, in bytes.
+    pub max_image_bytes: u64,
 }
 
 impl Default for Limits {
@@ -87,6 +94,9 @@ impl Default for Limits {
             report_replies_per_hour: 10,
             device_cert_lifetime_secs: 30 * 86_400,
             mqtt_session_expiry_max_secs: 7 * 86_400,
+            tuf_timestamp_expiry_secs: 86_400,
+            tuf_snapshot_expiry_secs: 7 * 86_400,
+            max_image_bytes: 2 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -765,6 +775,18 @@ fn check_limits(l: &Limits, problems: &mut Vec<Problem>) {
     bad(
         (1..=600).contains(&l.request_timeout_secs),
         "request_timeout_secs must be between 1 and 600",
+    );
+    bad(
+        (4..=7 * 86_400).contains(&l.tuf_timestamp_expiry_secs),
+        "tuf_timestamp_expiry_secs must be between 4 seconds and 7 days",
+    );
+    bad(
+        (l.tuf_timestamp_expiry_secs..=366 * 86_400).contains(&l.tuf_snapshot_expiry_secs),
+        "tuf_snapshot_expiry_secs must be at least tuf_timestamp_expiry_secs and at most a year",
+    );
+    bad(
+        (1024..=64 * 1024 * 1024 * 1024).contains(&l.max_image_bytes),
+        "max_image_bytes must be between 1 KiB and 64 GiB",
     );
     bad(
         (1..=3600).contains(&l.http_idle_timeout_secs),

@@ -17,6 +17,7 @@ pub mod privacy;
 pub mod secrets;
 pub mod server;
 pub mod telemetry;
+pub mod updates;
 pub mod vuln;
 pub mod web;
 
@@ -101,6 +102,11 @@ pub async fn start(config: Config) -> Result<RunningHub> {
     let pki = Arc::new(pki::load_or_create(&config)?);
     let delivery = mail::Delivery::from_config(&config)?;
     let db = Db::open(&config).await?;
+    let updates = Arc::new(updates::repo::Repository::open(
+        &config.data_dir,
+        config.limits.tuf_snapshot_expiry_secs,
+        config.limits.tuf_timestamp_expiry_secs,
+    )?);
     let setup_code = if db.active_admin_count().await? == 0 {
         Some(
             accounts::issue_setup_code(
@@ -136,6 +142,7 @@ pub async fn start(config: Config) -> Result<RunningHub> {
         hub_ca_pem: pki.hub_ca_pem.clone().into(),
         fleet: Arc::new(mqtt::Fleet::default()),
         mqtt_port: mqtt_addr.port(),
+        updates: updates.clone(),
     };
     let app = web::app(state.clone());
     let (stop, stop_rx) = watch::channel(false);
@@ -180,6 +187,31 @@ pub async fn start(config: Config) -> Result<RunningHub> {
                 Ok(Ok(false)) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "server certificate renewal failed; still serving the current one"),
                 Err(e) => tracing::error!(error = %e, "server certificate renewal task failed"),
+            }
+        }
+    }));
+    // TUF timestamp and snapshot are re-signed well before they expire (issue 4), and
+    // owners are told 90 days before a model's security support ends (SUP-2).
+    let (refresh_db, refresh_url) = (db.clone(), config.public_url.clone());
+    let mut stop_refresh = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let interval = std::time::Duration::from_secs(updates.refresh_interval_secs());
+        let mut last_notice: Option<std::time::Instant> = None;
+        loop {
+            match updates.refresh_due().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(models = n, "TUF timestamp re-signed"),
+                Err(e) => tracing::error!(error = %e, "TUF metadata refresh failed"),
+            }
+            if last_notice.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(3600)) {
+                last_notice = Some(std::time::Instant::now());
+                if let Err(e) = updates::send_support_notices(&refresh_db, &refresh_url).await {
+                    tracing::error!(error = %e, "end-of-support notices failed");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop_refresh.changed() => return,
             }
         }
     }));

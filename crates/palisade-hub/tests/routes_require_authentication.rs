@@ -46,6 +46,11 @@ const PUBLIC: &[(&str, &str)] = &[
     ("GET", "/privacy/data"),
     ("GET", "/privacy/history"),
     ("GET", "/privacy/versions/{version}"),
+    // Issue 4: the TUF repository (metadata and targets carry their own integrity; see
+    // docs/security-model.md) and the support periods (SUP-1: no login, by law).
+    ("GET", "/tuf/{model}/metadata/{file}"),
+    ("GET", "/tuf/{model}/targets/{name}"),
+    ("GET", "/support"),
     // Device enrolment: the single-use claim code in the body is the credential
     // (AUTH-2); a device has no account or session. Throttled per source.
     ("POST", "/api/v1/devices/enroll"),

@@ -16,6 +16,7 @@ use std::process::ExitCode;
 mod bench;
 mod demo;
 mod privacy_cli;
+mod release_cli;
 
 #[derive(Parser)]
 #[command(name = "palisade", version, about = "Palisade: a secure-by-default IoT hub", long_about = None)]
@@ -103,6 +104,16 @@ enum Command {
         #[command(subcommand)]
         action: privacy_cli::SecretsAction,
     },
+    /// Offline TUF keys for signing releases (root and targets; never on the hub)
+    Keys {
+        #[command(subcommand)]
+        action: release_cli::KeysAction,
+    },
+    /// Releases: create a model's TUF repository on the hub, sign and publish a release
+    Release {
+        #[command(subcommand)]
+        action: release_cli::ReleaseAction,
+    },
     /// Load clients for `scripts/bench-fleet.sh` (benchmarks only)
     Bench {
         #[command(subcommand)]
@@ -131,6 +142,20 @@ enum ProductAction {
         /// The fields as a JSON file: [{"name", "type", "unit", "purpose"}, ...]
         #[arg(long = "fields", value_name = "FILE.json", conflicts_with = "fields")]
         fields_file: Option<PathBuf>,
+        /// The date (YYYY-MM-DD) until which the model receives security updates,
+        /// published at /support (SUP-1)
+        #[arg(long, value_name = "DATE")]
+        security_updates_until: Option<String>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Publish or extend a model's end of security updates (never shortened, SUP-1)
+    Support {
+        /// Model id
+        id: String,
+        /// YYYY-MM-DD
+        #[arg(long, value_name = "DATE")]
+        security_updates_until: String,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -350,6 +375,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Privacy { action } => privacy_cli::privacy(action).await,
         Command::Secrets { action } => privacy_cli::secrets(action).await,
         Command::Bench { action } => bench::run(action).await,
+        Command::Keys { action } => release_cli::keys(action),
+        Command::Release { action } => release_cli::release(action).await,
     }
 }
 
@@ -518,6 +545,38 @@ fn read_fields_file(path: &Path) -> Result<Vec<FieldSpec>> {
     })
 }
 
+/// Publish a support end date; a shorter one than published is refused (SUP-1).
+async fn set_support_end(db: &palisade_hub::db::Db, id: &ProductId, date: &str) -> Result<()> {
+    match db.set_support_end(id, date).await {
+        Ok(()) => {
+            accounts::audit(
+                db,
+                &Actor::cli(),
+                "product.support",
+                id.as_str(),
+                Outcome::Success,
+                &format!("security updates until {date}"),
+            )
+            .await?;
+            println!("{id} receives security updates until {date} (published at /support)");
+            Ok(())
+        }
+        Err(palisade_hub::error::Error::Conflict(why)) => {
+            accounts::audit(
+                db,
+                &Actor::cli(),
+                "product.support",
+                id.as_str(),
+                Outcome::Denied,
+                &why,
+            )
+            .await?;
+            bail!("{why}")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn product(action: ProductAction) -> Result<ExitCode> {
     match action {
         ProductAction::Add {
@@ -526,9 +585,15 @@ async fn product(action: ProductAction) -> Result<ExitCode> {
             hardware,
             fields,
             fields_file,
+            security_updates_until,
             config,
         } => {
             let id = ProductId::parse(&id).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(date) = &security_updates_until
+                && !palisade_hub::db::releases::valid_date(date)
+            {
+                bail!("--security-updates-until {date:?} is not a date (YYYY-MM-DD)");
+            }
             let fields = match fields_file {
                 Some(path) => read_fields_file(&path)?,
                 None => {
@@ -575,6 +640,21 @@ async fn product(action: ProductAction) -> Result<ExitCode> {
             if model.fields.is_empty() {
                 println!("note: devices of this model may send no telemetry fields at all");
             }
+            if let Some(date) = security_updates_until {
+                set_support_end(&db, &model.id, &date).await?;
+            }
+        }
+        ProductAction::Support {
+            id,
+            security_updates_until,
+            config,
+        } => {
+            let id = ProductId::parse(&id).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let db = palisade_hub::open_database(&load(&config)?).await?;
+            if db.product(&id).await?.is_none() {
+                bail!("no product model {id}");
+            }
+            set_support_end(&db, &id, &security_updates_until).await?;
         }
         ProductAction::List { output, config } => {
             let db = palisade_hub::open_database(&load(&config)?).await?;

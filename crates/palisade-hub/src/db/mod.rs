@@ -15,6 +15,7 @@ pub mod devices;
 pub mod lifecycle;
 pub mod mqtt_sessions;
 pub mod notices;
+pub mod releases;
 pub mod reports;
 mod schema;
 pub mod sessions;

@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "device agent version and ownership start", V5),
     (6, "vulnerability reports and their messages", V6),
     (7, "privacy policy versions, acceptances, consents", V7),
+    (8, "releases, update reports, support periods", V8),
     (
         10,
         "advisories, affected ranges, owner notices",
@@ -32,6 +33,46 @@ pub const LATEST_VERSION: i64 = 10;
 
 /// How many migrations there are (versions may have gaps while branches are merged).
 pub const MIGRATION_COUNT: i64 = MIGRATIONS.len() as i64;
+
+// Issue 4: releases (the TUF metadata and images live under DATA_DIR/tuf), the
+// install steps devices report, and the published security-support end dates.
+// update_reports has no foreign key to devices so device deletion stays one statement
+// per table (deleting a device must also delete its reports).
+const V8: &str = r#"
+CREATE TABLE releases (
+    id TEXT PRIMARY KEY,
+    product_id TEXT NOT NULL REFERENCES product_models(id),
+    version TEXT NOT NULL,
+    major BIGINT NOT NULL,
+    minor BIGINT NOT NULL,
+    patch BIGINT NOT NULL,
+    target_name TEXT NOT NULL,
+    length BIGINT NOT NULL,
+    sha256 TEXT NOT NULL,
+    security BIGINT NOT NULL,
+    notes TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    UNIQUE (product_id, version)
+);
+CREATE TABLE update_reports (
+    id TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    release_id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    step TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    downtime_ms BIGINT NOT NULL,
+    at_ms BIGINT NOT NULL
+);
+CREATE INDEX update_reports_device ON update_reports (device_id, at_ms);
+CREATE TABLE support_periods (
+    product_id TEXT PRIMARY KEY REFERENCES product_models(id),
+    until_date TEXT NOT NULL,
+    published_at BIGINT NOT NULL,
+    notice_sent_at BIGINT NOT NULL
+);
+"#;
 
 const V1: &str = r#"
 CREATE TABLE users (

@@ -13,6 +13,8 @@ use tokio::sync::{mpsc, watch};
 /// answers false (the command stays pending in the database and is sent when the
 /// device next subscribes).
 pub const COMMAND_QUEUE: usize = 16;
+/// Update offers waiting for one connection, at most (only the newest matters).
+pub const UPDATE_QUEUE: usize = 4;
 
 /// One live connection as the registry holds it.
 struct Live {
@@ -21,6 +23,8 @@ struct Live {
     commands: mpsc::Sender<Vec<u8>>,
     /// The connection holds a subscription covering `devices/{id}/commands`.
     listening: Arc<AtomicBool>,
+    /// Update offers for `devices/{id}/update` (issue 4).
+    updates: mpsc::Sender<Vec<u8>>,
 }
 
 /// The registry of live device connections.
@@ -37,6 +41,8 @@ pub struct Registration {
     pub closed: watch::Receiver<bool>,
     pub commands: mpsc::Receiver<Vec<u8>>,
     pub listening: Arc<AtomicBool>,
+    /// Update offers to publish on `devices/{id}/update`.
+    pub updates: mpsc::Receiver<Vec<u8>>,
 }
 
 impl Fleet {
@@ -52,11 +58,13 @@ impl Fleet {
         let (close, closed) = watch::channel(false);
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let listening = Arc::new(AtomicBool::new(false));
+        let (updates_tx, updates) = mpsc::channel(UPDATE_QUEUE);
         let live = Live {
             id,
             close,
             commands: commands_tx,
             listening: listening.clone(),
+            updates: updates_tx,
         };
         if let Some(previous) = self.lock().insert(device.clone(), live) {
             let _ = previous.close.send(true);
@@ -66,6 +74,7 @@ impl Fleet {
             closed,
             commands,
             listening,
+            updates,
         }
     }
 
@@ -80,6 +89,16 @@ impl Fleet {
                 conn.commands.try_send(payload).is_ok()
             }
             _ => false,
+        }
+    }
+
+    /// Queue an update offer for the device's live connection, which publishes it on
+    /// `devices/{id}/update` if subscribed there. False if not connected or the queue
+    /// is full (the device gets the offer again when it next subscribes).
+    pub fn send_update(&self, device: &DeviceId, payload: Vec<u8>) -> bool {
+        match self.lock().get(device) {
+            Some(conn) => conn.updates.try_send(payload).is_ok(),
+            None => false,
         }
     }
 

@@ -399,6 +399,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         closed,
         commands,
         listening,
+        updates,
     } = shared.fleet.register(&device);
     // Revocation sets the status, then drops live connections. Checking the status
     // again now that this connection is registered closes the gap since `admit`: a
@@ -511,6 +512,8 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         commands_topic: DeviceTopics::new(&device).commands(),
         commands,
         listening,
+        update_topic: DeviceTopics::new(&device).update(),
+        updates,
         outbound: HashMap::new(),
         outbox: VecDeque::new(),
         loaded: HashSet::new(),
@@ -526,6 +529,9 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     if session.commands_qos().is_some() {
         // A restored subscription covers the commands: send what is pending.
         session.start_listening().await;
+    }
+    if session.qos_for(&session.update_topic).is_some() {
+        session.offer_update().await;
     }
     session.serve(closed, &mut stop).await;
     session.listening.store(false, Ordering::Release);
@@ -746,6 +752,10 @@ struct Live<'a, S> {
     commands: mpsc::Receiver<Vec<u8>>,
     /// Set while a subscription covers the commands topic (read by the fleet).
     listening: Arc<AtomicBool>,
+    /// `devices/{id}/update`.
+    update_topic: String,
+    /// Update offers from [`crate::mqtt::Fleet::send_update`].
+    updates: mpsc::Receiver<Vec<u8>>,
     /// QoS 1 commands published and not yet acknowledged: packet id → seq.
     outbound: HashMap<u16, u64>,
     /// Commands waiting for a free outbound slot: (seq, payload).
@@ -840,6 +850,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                     }
                 }
                 Some(payload) = self.commands.recv() => self.on_command(payload),
+                Some(payload) = self.updates.recv() => self.send_offer(payload),
                 more = self.io.read_more(), if can_read => {
                     if !more {
                         self.end = Some(End::Now(None));
@@ -1070,6 +1081,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                 Ok(None) => ack_after(&mut self.pending),
                 Ok(Some((puback, disconnect))) => self.refuse(qos, packet_id, puback, disconnect),
             },
+            Some(OwnTopic::UpdateStatus) => {
+                match crate::updates::parse_status(&self.shared.db, &self.device, payload).await {
+                    Err(e) => {
+                        tracing::warn!(device = %self.device, "could not check an update report: {e}");
+                        self.end = Some(End::Now(Some(DisconnectReasonCode::UnspecifiedError)));
+                    }
+                    Ok(Err(why)) => {
+                        tracing::info!(device = %self.device, "update report refused: {why}");
+                        self.refuse(
+                            qos,
+                            packet_id,
+                            PubackReasonCode::PayloadFormatInvalid,
+                            DisconnectReasonCode::PayloadFormatInvalid,
+                        );
+                    }
+                    Ok(Ok(report)) => {
+                        if let Err(e) = self
+                            .shared
+                            .db
+                            .insert_update_report(&self.device, &report)
+                            .await
+                        {
+                            tracing::warn!(device = %self.device, "could not store an update report: {e}");
+                            self.end = Some(End::Now(Some(DisconnectReasonCode::UnspecifiedError)));
+                            return;
+                        }
+                        ack_after(&mut self.pending);
+                    }
+                }
+            }
             Some(OwnTopic::State) => {
                 if let Err(e) = self.on_state(payload).await {
                     tracing::warn!(device = %self.device, "could not record the device's version: {e}");
@@ -1118,6 +1159,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
 
     async fn on_subscribe(&mut self, packet_id: u16, filters: Vec<(String, Qos)>) {
         let was_listening = self.commands_qos().is_some();
+        let was_offered = self.qos_for(&self.update_topic).is_some();
         let too_many = filters.len() > self.shared.limits.mqtt_topics_per_subscribe;
         let mut granted: Vec<Result<Qos, SubackReasonCode>> = Vec::with_capacity(filters.len());
         for (filter, qos) in filters {
@@ -1173,6 +1215,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
         if !was_listening && self.commands_qos().is_some() {
             self.start_listening().await;
         }
+        if !was_offered && self.qos_for(&self.update_topic).is_some() {
+            self.offer_update().await;
+        }
+    }
+
+    /// The device now listens for offers: send the release [`crate::updates::offer`]
+    /// picks for it, if any.
+    async fn offer_update(&mut self) {
+        let db = &self.shared.db;
+        let offer = match db.device(&self.device).await {
+            Ok(Some(device)) => crate::updates::offer(db, &device).await,
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match offer {
+            Ok(Some(offer)) => self.send_offer(offer.payload()),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(device = %self.device, "could not decide an update offer: {e}")
+            }
+        }
+    }
+
+    /// Publish an update offer at the granted QoS (at most 1). A QoS 1 offer whose
+    /// PUBACK is lost is offered again at the next subscription.
+    fn send_offer(&mut self, payload: Vec<u8>) {
+        let Some(qos) = self.qos_for(&self.update_topic) else {
+            return;
+        };
+        let packet_id = if qos == Qos::AtLeastOnce {
+            match self.io.conn.acquire_packet_id() {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    tracing::warn!(device = %self.device, "no packet id free for an update offer");
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let topic = self.update_topic.clone();
+        self.publish(topic, payload, qos, packet_id);
+        tracing::debug!(device = %self.device, "update offer sent");
     }
 
     async fn on_unsubscribe(&mut self, packet_id: u16, filters: Vec<String>) {

@@ -3,7 +3,8 @@
 //! `…/certificate/csr` (renewal), and subscribes only
 //! to filters strictly under `devices/{its id}/` — never a wildcard at or above its id
 //! level, never a shared subscription. The hub publishes commands on
-//! `devices/{id}/commands` to a device whose subscriptions cover it ([`filter_matches`]).
+//! `devices/{id}/commands` to a device (and release offers on `devices/{id}/update`;
+//! devices report install steps on `devices/{id}/update/status`) whose subscriptions cover it ([`filter_matches`]).
 //! Pure functions, so the rules are unit-tested here.
 
 use crate::ids::DeviceId;
@@ -17,6 +18,8 @@ pub enum OwnTopic {
     State,
     /// `devices/{id}/certificate/csr`: a certificate renewal request (PEM CSR).
     CertificateCsr,
+    /// `devices/{id}/update/status`: an install step of an offered release (issue 4).
+    UpdateStatus,
 }
 
 /// The topics of one device.
@@ -41,6 +44,7 @@ impl DeviceTopics {
             "events" => Some(OwnTopic::Events),
             "state" => Some(OwnTopic::State),
             "certificate/csr" => Some(OwnTopic::CertificateCsr),
+            "update/status" => Some(OwnTopic::UpdateStatus),
             _ => None,
         }
     }
@@ -48,6 +52,11 @@ impl DeviceTopics {
     /// `devices/{id}/commands`: where the hub sends the device its commands.
     pub fn commands(&self) -> String {
         format!("{}commands", self.prefix)
+    }
+
+    /// `devices/{id}/update`: where the hub offers a release.
+    pub fn update(&self) -> String {
+        format!("{}update", self.prefix)
     }
 
     /// `devices/{id}/certificate`: where the hub sends a renewed certificate.

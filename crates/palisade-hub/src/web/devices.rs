@@ -75,13 +75,26 @@ pub struct DeviceView {
     #[serde(flatten)]
     device: Device,
     connected: bool,
+    /// The install steps the device reported for offered releases, newest first
+    /// (issue 4); only in the single-device view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    update: Option<Vec<crate::db::releases::UpdateReport>>,
 }
 
 fn view(state: &AppState, device: Device) -> DeviceView {
     DeviceView {
         connected: state.fleet.is_connected(&device.id),
         device,
+        update: None,
     }
+}
+
+/// A product model with its published security-support end date (SUP-1).
+#[derive(Serialize)]
+pub struct ProductView {
+    #[serde(flatten)]
+    model: ProductModel,
+    security_updates_until: Option<String>,
 }
 
 /// Per-object access (ACC-2): staff see every device, an owner only their own.
@@ -222,8 +235,23 @@ async fn refused(state: &AppState, ip: IpAddr, detail: &str) -> Result<(), WebEr
 pub async fn products(
     State(state): State<AppState>,
     _: Principal,
-) -> Result<Json<Vec<ProductModel>>, WebError> {
-    Ok(Json(state.db.products().await?))
+) -> Result<Json<Vec<ProductView>>, WebError> {
+    let periods = state.db.support_periods().await?;
+    Ok(Json(
+        state
+            .db
+            .products()
+            .await?
+            .into_iter()
+            .map(|model| ProductView {
+                security_updates_until: periods
+                    .iter()
+                    .find(|s| s.product == model.id.as_str())
+                    .map(|s| s.security_updates_until.clone()),
+                model,
+            })
+            .collect(),
+    ))
 }
 
 /// `GET /api/v1/devices`: the whole fleet for staff, an owner's own devices otherwise.
@@ -246,7 +274,10 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<DeviceView>, WebError> {
     let device = visible_device(&state, &p, &id).await?;
-    Ok(Json(view(&state, device)))
+    let reports = state.db.update_reports(&device.id, 20).await?;
+    let mut shown = view(&state, device);
+    shown.update = Some(reports);
+    Ok(Json(shown))
 }
 
 #[derive(Deserialize)]

@@ -13,6 +13,7 @@ pub mod middleware;
 pub mod pages;
 pub mod privacy;
 pub mod reports_api;
+pub mod updates;
 
 use crate::auth::Auth;
 use crate::config::Config;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub fleet: Arc<crate::mqtt::Fleet>,
     /// The port devices connect to (the bound one, also when configured as 0).
     pub mqtt_port: u16,
+    /// The TUF repositories of the product models (online keys only).
+    pub updates: Arc<crate::updates::repo::Repository>,
 }
 
 /// One route and who may call it.
@@ -427,6 +430,60 @@ fn routes(state: AppState) -> Routes {
             "/api/v1/devices/{id}/events",
             Signed,
             get(devices::list_events),
+        )
+        // Releases (issue 4). The TUF repository is public: metadata and targets carry
+        // their own integrity (docs/security-model.md); the support page is public by
+        // law (SUP-1). Publishing is staff, the root (who may sign) admin only.
+        .add(
+            "GET",
+            "/tuf/{model}/metadata/{file}",
+            Public,
+            get(updates::metadata),
+        )
+        .add(
+            "GET",
+            "/tuf/{model}/targets/{name}",
+            Public,
+            get(updates::target),
+        )
+        .add("GET", "/support", Public, get(updates::support))
+        .add("GET", "/releases", Staff, get(updates::page))
+        .add("GET", "/api/v1/releases", Signed, get(updates::list))
+        .add(
+            "GET",
+            "/api/v1/products/{model}/tuf/keys",
+            Staff,
+            get(updates::online_keys),
+        )
+        .add(
+            "POST",
+            "/api/v1/products/{model}/tuf/root",
+            Admin,
+            post(updates::upload_root).layer(DefaultBodyLimit::max(
+                crate::updates::repo::MAX_METADATA_BYTES + 16 * 1024,
+            )),
+        )
+        .add(
+            "POST",
+            "/api/v1/products/{model}/tuf/targets",
+            Staff,
+            post(updates::upload_targets).layer(DefaultBodyLimit::max(
+                crate::updates::repo::MAX_METADATA_BYTES + 16 * 1024,
+            )),
+        )
+        .add(
+            "PUT",
+            "/api/v1/products/{model}/targets/{name}",
+            Staff,
+            axum::routing::put(updates::upload_image),
+        )
+        .add(
+            "POST",
+            "/api/v1/products/{model}/releases",
+            Staff,
+            post(updates::publish).layer(DefaultBodyLimit::max(
+                crate::updates::repo::MAX_METADATA_BYTES + 16 * 1024,
+            )),
         )
         // The claim code in the body is the credential (AUTH-2); see `middleware::csrf`.
         .add("POST", devices::ENROL_PATH, Public, post(devices::enroll))

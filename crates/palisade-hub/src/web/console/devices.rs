@@ -97,6 +97,8 @@ pub struct DevicePage {
     pub messages: Vec<(String, String)>,
     /// Stored device events: (time, name, source, document shortened).
     pub events: Vec<(String, String, String, String)>,
+    /// Reported install steps (issue 4): (time, version, step, reason, downtime).
+    pub updates: Vec<(String, String, String, String, String)>,
     pub audit: Vec<AuditRow>,
 }
 
@@ -435,6 +437,21 @@ pub async fn detail(
         chart_height: format!("{:.0}", chart::HEIGHT),
         messages,
         events,
+        updates: state
+            .db
+            .update_reports(&device.id, 20)
+            .await?
+            .into_iter()
+            .map(|r| {
+                (
+                    pages::fmt_time(r.at_ms / 1000),
+                    r.version,
+                    r.step,
+                    r.reason,
+                    r.downtime_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
+                )
+            })
+            .collect(),
         audit,
     })
 }

@@ -113,8 +113,15 @@ pub async fn home(State(state): State<AppState>, ctx: Ctx) -> Result<Response, W
     if state.db.must_accept_policy(&p.user).await?.is_some() {
         return Ok(redirect("/privacy/accept"));
     }
+    let mut chrome = ctx.chrome(&state, &format!("{} console", state.config.product_name));
+    // SUP-2: models whose security support ends within 90 days.
+    if let Some(banner) =
+        crate::updates::support_banner(&state.db, &p.user.id, p.is_staff()).await?
+    {
+        chrome = chrome.notice(banner);
+    }
     pages::render(HomePage {
-        c: ctx.chrome(&state, &format!("{} console", state.config.product_name)),
+        c: chrome,
         username: p.user.username.to_string(),
         role: p.user.role.as_str(),
         mfa: p.user.has_mfa(),
