@@ -21,6 +21,8 @@ struct Live {
     commands: mpsc::Sender<Vec<u8>>,
     /// The connection holds a subscription covering `devices/{id}/commands`.
     listening: Arc<AtomicBool>,
+    /// Bumped when the device's telemetry settings change (PRIV-3).
+    config: watch::Sender<u64>,
 }
 
 /// The registry of live device connections.
@@ -28,6 +30,9 @@ struct Live {
 pub struct Fleet {
     live: Mutex<HashMap<DeviceId, Live>>,
     next: AtomicU64,
+    /// Telemetry messages that arrived with a switched-off field (PRIV-3), which the
+    /// hub dropped: it should stop growing once the device has its settings.
+    switched_off_received: AtomicU64,
 }
 
 /// A registered connection: its number, the signal that tells it to close, the
@@ -37,6 +42,8 @@ pub struct Registration {
     pub closed: watch::Receiver<bool>,
     pub commands: mpsc::Receiver<Vec<u8>>,
     pub listening: Arc<AtomicBool>,
+    /// Changes when the device's telemetry settings change: reload and resend them.
+    pub config: watch::Receiver<u64>,
 }
 
 impl Fleet {
@@ -52,11 +59,13 @@ impl Fleet {
         let (close, closed) = watch::channel(false);
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let listening = Arc::new(AtomicBool::new(false));
+        let (config_tx, config) = watch::channel(0);
         let live = Live {
             id,
             close,
             commands: commands_tx,
             listening: listening.clone(),
+            config: config_tx,
         };
         if let Some(previous) = self.lock().insert(device.clone(), live) {
             let _ = previous.close.send(true);
@@ -66,6 +75,25 @@ impl Fleet {
             closed,
             commands,
             listening,
+            config,
+        }
+    }
+
+    /// Count a telemetry message that carried a switched-off field.
+    pub fn note_switched_off_received(&self) {
+        self.switched_off_received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many telemetry messages carried a switched-off field since the hub started.
+    pub fn switched_off_received(&self) -> u64 {
+        self.switched_off_received.load(Ordering::Relaxed)
+    }
+
+    /// The device's telemetry settings changed (PRIV-3): its live connection, if any,
+    /// reloads them at once and sends them to the device.
+    pub fn config_changed(&self, device: &DeviceId) {
+        if let Some(conn) = self.lock().get(device) {
+            conn.config.send_modify(|generation| *generation += 1);
         }
     }
 
