@@ -212,6 +212,33 @@ async fn switched_off_field_is_neither_stored_nor_sent() {
         "nothing of the field is stored after the switch: {after:?}"
     );
 
+    // The agent restarts (and reconnects to its persistent session): the kept setting
+    // applies from the first reading on.
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let agent = tokio::spawn(run(
+        RunOptions {
+            state_dir: state_dir.clone(),
+            source: Source::Simulate {
+                fields: parse_fields("temperature:number,location:number").expect("fields"),
+                interval: Duration::from_millis(200),
+            },
+            limits: Limits::default(),
+        },
+        stopped,
+    ));
+    let before = stored().await.len();
+    assert!(
+        eventually(async || stored().await.len() >= before + 5).await,
+        "the restarted agent sends again"
+    );
+    assert_eq!(
+        hub.state.fleet.switched_off_received(),
+        carried,
+        "the restarted agent does not send the switched-off field either"
+    );
+
     // Switched on again: it resumes.
     let (status, body) = switch(&owner, "location", true).await;
     assert_eq!(status, 200, "{body}");

@@ -538,9 +538,9 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         config_topic: DeviceTopics::new(&device).config(),
         disabled,
     };
-    if session.qos_for(&session.config_topic).is_some() {
-        session.send_config();
-    }
+    // The telemetry settings are sent when the device subscribes to its config topic
+    // (the agent does on every connection), not with a restored subscription here: a
+    // client may refuse a message that arrives together with its CONNACK.
     if session.commands_qos().is_some() {
         // A restored subscription covers the commands: send what is pending.
         session.start_listening().await;
