@@ -5,11 +5,12 @@
 //! boundary itself stays. Telemetry follows each field's declared period (a field with
 //! a shorter period is removed from older readings); open vulnerability reports,
 //! unsent mail and policy acceptances (evidence) are never deleted. Batches of two rows
-//! make every deletion loop run several times.
+//! make every deletion loop run several times. The console's `/retention` page
+//! (administrators only) shows the last and next run and counts, never contents.
 
-#[path = "common/postgres.rs"]
-mod postgres;
+mod common;
 
+use common::postgres::PgCluster;
 use palisade_hub::audit::{Event, Outcome};
 use palisade_hub::config::Retention;
 use palisade_hub::db::devices::{FieldKind, FieldSpec, ProductModel};
@@ -17,7 +18,6 @@ use palisade_hub::db::{Backend, Db};
 use palisade_hub::ids::ProductId;
 use palisade_hub::privacy::inventory;
 use palisade_hub::retention::run_once;
-use postgres::PgCluster;
 use std::collections::BTreeMap;
 
 const DAY: i64 = 86_400;
@@ -433,4 +433,50 @@ async fn data2_retention_on_postgres() {
         .expect("db");
     assert_eq!(db.backend(), Backend::Postgres);
     scenario(db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data2_console_shows_runs_as_counts_to_administrators_only() {
+    let hub = common::TestHub::start().await;
+    let (mut admin, _) = hub.setup_admin().await;
+    let page = admin.get("/retention").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("The job has not run yet."),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("id=\"period-telemetry\""),
+        "{}",
+        page.body
+    );
+
+    let config = hub.hub.state.config.clone();
+    let report = palisade_hub::retention::run_and_record(&hub.hub.db, &config.retention)
+        .await
+        .expect("run");
+    let page = admin.get("/retention").await;
+    assert!(!page.body.contains("The job has not run yet."));
+    assert!(page.body.contains("id=\"last-counts\""), "{}", page.body);
+    // What the run deleted is shown as a number per kind.
+    for c in &report.counts {
+        assert!(
+            page.body.contains(&format!(
+                "<tr><td>{}</td><td>{}</td></tr>",
+                c.key, c.deleted
+            )),
+            "{} missing: {}",
+            c.key,
+            page.body
+        );
+    }
+    let audited = hub.hub.db.audit_entries(10, None).await.expect("audit");
+    assert!(audited.iter().any(|e| e.action == "retention.run"));
+
+    // Not for anyone else: an anonymous visitor is sent to sign in, never shown it.
+    let anonymous = hub.browser().get("/retention").await;
+    assert_ne!(anonymous.status, 200);
+    assert!(!anonymous.body.contains("last-counts"));
+    hub.hub.shutdown().await;
 }
