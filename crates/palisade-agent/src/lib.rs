@@ -22,6 +22,7 @@
 pub mod backoff;
 pub mod commands;
 pub mod enroll;
+pub mod fields;
 pub mod fsutil;
 pub mod limits;
 pub mod mqtt;

@@ -165,6 +165,7 @@ fn wipe(state: &StateDir) -> Result<Vec<Wiped>> {
         COMMANDS_FILE,
         QUEUE_FILE,
         QUEUE_META_FILE,
+        crate::fields::FIELDS_FILE,
     ];
     for name in others {
         for candidate in [name.to_owned(), format!(".{name}.tmp")] {

@@ -19,6 +19,7 @@
 
 use crate::backoff::Backoff;
 use crate::commands::{Action, CommandGuard, Reply};
+use crate::fields::DisabledFields;
 use crate::limits::Limits;
 use crate::mqtt::{Incoming, PubOutcome, Session, Target};
 use crate::queue::{DiskQueue, Record, RecordKind};
@@ -89,6 +90,8 @@ struct Agent {
     /// Set when a renewed certificate has been stored during this session.
     renewed: bool,
     updates: Option<Updates>,
+    /// Telemetry fields the owner switched off (PRIV-3): never queued nor sent.
+    disabled: DisabledFields,
 }
 
 /// The updater inside `run` (UPD-2, UPD-5): offers from `devices/{id}/update` are kept
@@ -181,6 +184,7 @@ pub async fn run_with_updates(
         Some(u) => u.updater.lock().await.running_version()?,
         None => state.firmware_version()?,
     };
+    let disabled = DisabledFields::load(&state)?;
     tracing::info!(
         device_id = %config.device_id,
         hub = %target.peer(),
@@ -204,6 +208,7 @@ pub async fn run_with_updates(
         renew_not_before: Instant::now(),
         renewed: false,
         updates,
+        disabled,
     };
 
     let (tx, mut rx) = mpsc::channel::<Map<String, Value>>(64);
@@ -319,6 +324,7 @@ impl Agent {
             work.extend(session.subscribe(&self.target.topic("update")).await?);
             self.finish_trial().await?;
         }
+        work.extend(session.subscribe(&self.target.topic("config")).await?);
         self.publish_state(&mut session, &mut inflight, "online")
             .await?;
         loop {
@@ -597,7 +603,25 @@ impl Agent {
         Ok(())
     }
 
+    /// The hub sent the switched-off fields (PRIV-3): keep them, apply from now on.
+    fn on_config(&mut self, payload: &[u8]) -> Result<()> {
+        match DisabledFields::parse(payload) {
+            Ok(disabled) => {
+                if disabled != self.disabled {
+                    disabled.save(&self.state)?;
+                    tracing::info!("telemetry settings from the hub applied");
+                    self.disabled = disabled;
+                }
+            }
+            Err(e) => tracing::warn!("ignored telemetry settings from the hub: {e}"),
+        }
+        Ok(())
+    }
+
     fn enqueue_telemetry(&mut self, sample: Map<String, Value>) -> Result<()> {
+        let Some(sample) = self.disabled.apply(sample) else {
+            return Ok(()); // only switched-off fields: nothing leaves the device
+        };
         match self
             .queue
             .push(RecordKind::Telemetry, Value::Object(sample))
@@ -644,8 +668,21 @@ impl Agent {
                 RecordKind::Telemetry => self.target.topic("telemetry"),
                 RecordKind::Event => self.target.topic("events"),
             };
-            let payload = serde_json::to_vec(&record.payload)
-                .map_err(|e| Error::json("record payload", e))?;
+            // Queued before a field was switched off: it goes without that field.
+            let body = match (&record.kind, &record.payload) {
+                (RecordKind::Telemetry, Value::Object(sample)) if !self.disabled.is_empty() => {
+                    match self.disabled.apply(sample.clone()) {
+                        Some(left) => Value::Object(left),
+                        None => {
+                            self.queue.ack(record.seq)?;
+                            continue;
+                        }
+                    }
+                }
+                _ => record.payload.clone(),
+            };
+            let payload =
+                serde_json::to_vec(&body).map_err(|e| Error::json("record payload", e))?;
             let props = [("recorded_at", record.at.to_string())];
             match session.publish(&topic, &payload, &props).await? {
                 Ok(packet_id) => {
@@ -724,6 +761,8 @@ impl Agent {
                     self.on_certificate(&payload)?;
                 } else if topic == self.target.topic("update") {
                     self.on_offer(&payload).await?;
+                } else if topic == self.target.topic("config") {
+                    self.on_config(&payload)?;
                 } else {
                     tracing::warn!("ignored a message on unexpected topic {topic:?}");
                 }

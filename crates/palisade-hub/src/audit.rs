@@ -2,6 +2,14 @@
 //! hash covers the previous entry's hash and all of its own fields, and the chain head
 //! (last sequence number and hash) is kept in its own row, so an edited, inserted,
 //! reordered or deleted entry breaks verification. Entries never contain secrets.
+//!
+//! Retention (DATA-2) prunes the oldest entries past their period with
+//! [`Db::prune_audit`]: in one transaction it deletes a prefix of the chain, records
+//! the last deleted entry's sequence number and hash in the `audit_checkpoint` row,
+//! and appends an `audit.prune` entry naming that same sequence number and hash.
+//! Verification starts from the checkpoint and requires the newest `audit.prune`
+//! entry to name it, so moving the checkpoint to hide deleted entries breaks the
+//! chain just as deleting them would.
 
 use crate::db::{Db, now};
 use crate::error::Result;
@@ -77,58 +85,129 @@ fn clip(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
+/// The action of the entry that records a pruning.
+pub const PRUNE_ACTION: &str = "audit.prune";
+
+/// Append an entry inside `tx` (which it locks by updating the head row first).
+async fn append(tx: &mut sqlx::Transaction<'_, sqlx::Any>, event: Event<'_>) -> Result<i64> {
+    let fields = [
+        clip(event.actor, 64),
+        clip(event.source, 64),
+        clip(event.action, 64),
+        clip(event.target, 128),
+        event.outcome.as_str().to_owned(),
+        clip(event.detail, 512),
+    ];
+    // Taking the head row first serialises writers (row lock / SQLite write lock).
+    let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
+        .fetch_one(&mut **tx)
+        .await?;
+    let seq: i64 = head.try_get("seq")?;
+    let prev: String = head.try_get("hash")?;
+    let at = now();
+    let refs = [
+        fields[0].as_str(),
+        fields[1].as_str(),
+        fields[2].as_str(),
+        fields[3].as_str(),
+        fields[4].as_str(),
+        fields[5].as_str(),
+    ];
+    let hash = entry_hash(&prev, seq, at, refs);
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, actor, source, action, target, outcome, detail, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(seq)
+    .bind(at)
+    .bind(refs[0])
+    .bind(refs[1])
+    .bind(refs[2])
+    .bind(refs[3])
+    .bind(refs[4])
+    .bind(refs[5])
+    .bind(&prev)
+    .bind(&hash)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+        .bind(&hash)
+        .execute(&mut **tx)
+        .await?;
+    Ok(seq)
+}
+
 impl Db {
     /// Append an event. Returns once it is committed: callers acknowledge the action
     /// only after this (DESIGN.md invariant 9).
     pub async fn audit(&self, event: Event<'_>) -> Result<i64> {
-        let fields = [
-            clip(event.actor, 64),
-            clip(event.source, 64),
-            clip(event.action, 64),
-            clip(event.target, 128),
-            event.outcome.as_str().to_owned(),
-            clip(event.detail, 512),
-        ];
         let mut tx = self.pool().begin().await?;
-        // Taking the head row first serialises writers (row lock / SQLite write lock).
-        let head =
-            sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
-                .fetch_one(&mut *tx)
-                .await?;
-        let seq: i64 = head.try_get("seq")?;
-        let prev: String = head.try_get("hash")?;
-        let at = now();
-        let refs = [
-            fields[0].as_str(),
-            fields[1].as_str(),
-            fields[2].as_str(),
-            fields[3].as_str(),
-            fields[4].as_str(),
-            fields[5].as_str(),
-        ];
-        let hash = entry_hash(&prev, seq, at, refs);
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, actor, source, action, target, outcome, detail, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(seq)
-        .bind(at)
-        .bind(refs[0])
-        .bind(refs[1])
-        .bind(refs[2])
-        .bind(refs[3])
-        .bind(refs[4])
-        .bind(refs[5])
-        .bind(&prev)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
-            .bind(&hash)
-            .execute(&mut *tx)
-            .await?;
+        let seq = append(&mut tx, event).await?;
         tx.commit().await?;
         Ok(seq)
+    }
+
+    /// Delete the oldest audit entries recorded before `cutoff` (Unix seconds), at most
+    /// `limit`, moving the checkpoint to the last one deleted and recording an
+    /// `audit.prune` entry, all in one transaction. Returns how many were deleted.
+    pub async fn prune_audit(&self, cutoff: i64, limit: i64) -> Result<u64> {
+        let mut tx = self.pool().begin().await?;
+        // Lock the head first (as `audit` does), so no entry is appended meanwhile.
+        sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query("SELECT seq, at, hash FROM audit_log ORDER BY seq LIMIT $1")
+            .bind(limit.max(1))
+            .fetch_all(&mut *tx)
+            .await?;
+        // Only a prefix of the chain can go: stop at the first entry still in period.
+        let mut last: Option<(i64, String)> = None;
+        let mut count = 0u64;
+        for r in &rows {
+            let at: i64 = r.try_get("at")?;
+            if at >= cutoff {
+                break;
+            }
+            last = Some((r.try_get("seq")?, r.try_get("hash")?));
+            count += 1;
+        }
+        let Some((through, hash)) = last else {
+            return Ok(0);
+        };
+        sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
+            .bind(through)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE audit_checkpoint SET seq = $1, hash = $2, pruned_at = $3 WHERE id = 1")
+            .bind(through)
+            .bind(&hash)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        let target = format!("through {through}");
+        append(
+            &mut tx,
+            Event {
+                actor: "hub",
+                source: "retention",
+                action: PRUNE_ACTION,
+                target: &target,
+                outcome: Outcome::Success,
+                detail: &hash,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    /// The checkpoint: the sequence number and hash of the last pruned entry (0 and
+    /// zeros while nothing was pruned).
+    pub async fn audit_checkpoint(&self) -> Result<(i64, String)> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_checkpoint WHERE id = 1")
+            .fetch_one(self.pool())
+            .await?;
+        Ok((row.try_get("seq")?, row.try_get("hash")?))
     }
 
     /// The newest entries, newest first; `before` pages backwards by sequence number.
@@ -165,9 +244,12 @@ impl Db {
             .await?;
         let head_seq: i64 = head.try_get("seq")?;
         let head_hash: String = head.try_get("hash")?;
-        let mut prev = "0".repeat(64);
-        let mut expected_seq = 1;
+        let (pruned_through, pruned_hash) = self.audit_checkpoint().await?;
+        let mut prev = pruned_hash.clone();
+        let mut expected_seq = pruned_through + 1;
         let mut entries = 0;
+        // The newest `audit.prune` entry seen: (target, detail).
+        let mut last_prune: Option<(String, String)> = None;
         loop {
             let rows = sqlx::query(
                 "SELECT seq, at, actor, source, action, target, outcome, detail, prev_hash, hash \
@@ -206,15 +288,29 @@ impl Db {
                         first_broken: Some(expected_seq),
                     });
                 }
+                if fields[2] == PRUNE_ACTION {
+                    last_prune = Some((fields[3].clone(), fields[5].clone()));
+                }
                 prev = stored;
                 expected_seq += 1;
                 entries += 1;
             }
         }
-        let intact = entries == head_seq && prev == head_hash;
+        // A checkpoint must be the one the newest pruning recorded in the chain.
+        let checkpoint_recorded = pruned_through == 0
+            || last_prune.is_some_and(|(target, detail)| {
+                target == format!("through {pruned_through}") && detail == pruned_hash
+            });
+        if !checkpoint_recorded {
+            return Ok(ChainReport {
+                entries,
+                first_broken: Some(pruned_through + 1),
+            });
+        }
+        let intact = pruned_through + entries == head_seq && prev == head_hash;
         Ok(ChainReport {
             entries,
-            first_broken: (!intact).then_some(entries + 1),
+            first_broken: (!intact).then_some(pruned_through + entries + 1),
         })
     }
 }

@@ -101,6 +101,71 @@ impl Default for Limits {
     }
 }
 
+/// `[retention]`: when the retention job runs and the periods an operator may set
+/// (DATA-2). Every other period is fixed in `privacy::inventory::RETENTION`, the one
+/// table the job and the published inventory both read.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Minutes between two runs of the retention job.
+    pub interval_minutes: u64,
+    /// Days telemetry readings are kept when their field declares no period.
+    pub telemetry_days: u32,
+    /// Days audit log entries are kept; at least [`AUDIT_MINIMUM_DAYS`] (the security
+    /// record the operator must be able to show).
+    pub audit_days: u32,
+    /// Rows removed per statement, so a run never holds a long write lock on ingest.
+    pub batch_rows: u32,
+    /// Milliseconds the job pauses between two batches.
+    pub pause_ms: u64,
+}
+
+/// The shortest audit retention the hub accepts: one year.
+pub const AUDIT_MINIMUM_DAYS: u32 = 365;
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            interval_minutes: 60,
+            telemetry_days: crate::privacy::inventory::TELEMETRY_RETENTION_DAYS,
+            audit_days: 730,
+            batch_rows: 1000,
+            pause_ms: 20,
+        }
+    }
+}
+
+fn check_retention(r: &Retention, problems: &mut Vec<Problem>) {
+    let mut bad = |ok: bool, message: String| {
+        if !ok {
+            problems.push(Problem {
+                key: "retention",
+                message,
+            });
+        }
+    };
+    bad(
+        (1..=7 * 24 * 60).contains(&r.interval_minutes),
+        "interval_minutes must be between 1 and 10080 (a week)".into(),
+    );
+    bad(
+        (1..=3650).contains(&r.telemetry_days),
+        "telemetry_days must be between 1 and 3650".into(),
+    );
+    bad(
+        (AUDIT_MINIMUM_DAYS..=3650).contains(&r.audit_days),
+        format!("audit_days must be between {AUDIT_MINIMUM_DAYS} (the security record) and 3650"),
+    );
+    bad(
+        (1..=100_000).contains(&r.batch_rows),
+        "batch_rows must be between 1 and 100000".into(),
+    );
+    bad(
+        r.pause_ms <= 10_000,
+        "pause_ms must be at most 10000".into(),
+    );
+}
+
 /// `[disclosure]`: the vulnerability disclosure policy (VULN-1, VULN-2, VULN-3). The
 /// defaults are a complete, safe policy: the hub's own report page is always a point
 /// of contact, so nothing has to be configured for reports to reach the vendor.
@@ -209,6 +274,7 @@ pub struct FileConfig {
     pub limits: Option<Limits>,
     pub smtp: Option<SmtpFile>,
     pub disclosure: Option<Disclosure>,
+    pub retention: Option<Retention>,
     /// An operator-supplied secrets key file (mode 0600) instead of `DATA_DIR/secrets.key`.
     pub secrets_key_file: Option<PathBuf>,
 }
@@ -285,6 +351,8 @@ pub struct Config {
     pub smtp: Option<Smtp>,
     /// The vulnerability disclosure policy (security.txt, `/security`, triage deadlines).
     pub disclosure: Disclosure,
+    /// The retention job's schedule and the operator-set periods (DATA-2).
+    pub retention: Retention,
     /// The key file that seals secrets in the database (STOR-3); `None` means
     /// `DATA_DIR/secrets.key`, created at first start.
     pub secrets_key_file: Option<PathBuf>,
@@ -490,6 +558,8 @@ impl Config {
         disclosure.contact_email = disclosure
             .contact_email
             .map(|typed| crate::ids::Email::parse(&typed).map_or(typed, |e| e.as_str().to_owned()));
+        let retention = file.retention.clone().unwrap_or_default();
+        check_retention(&retention, &mut problems);
         let secrets_key_file = env("PALISADE_SECRETS_KEY_FILE")
             .map(PathBuf::from)
             .or(file.secrets_key_file.clone());
@@ -522,6 +592,7 @@ impl Config {
                 limits,
                 smtp,
                 disclosure,
+                retention,
                 secrets_key_file,
             })
         } else {
@@ -545,6 +616,7 @@ impl Config {
             limits: Limits::default(),
             smtp: None,
             disclosure: Disclosure::default(),
+            retention: Retention::default(),
             secrets_key_file: None,
         }
     }

@@ -14,6 +14,7 @@ pub mod mail;
 pub mod mqtt;
 pub mod pki;
 pub mod privacy;
+pub mod retention;
 pub mod secrets;
 pub mod server;
 pub mod telemetry;
@@ -215,6 +216,11 @@ pub async fn start(config: Config) -> Result<RunningHub> {
             }
         }
     }));
+    tasks.push(tokio::spawn(retention::run_periodically(
+        db.clone(),
+        config.retention.clone(),
+        stop_rx.clone(),
+    )));
     let auth = state.auth.clone();
     let mut stop_sweep = stop_rx;
     tasks.push(tokio::spawn(async move {

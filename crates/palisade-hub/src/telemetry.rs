@@ -208,6 +208,7 @@ mod tests {
             purpose: "test".into(),
             personal: false,
             retention_days: None,
+            optional: false,
         };
         Schema::new(&ProductModel {
             id: ProductId::parse("cam-v2").expect("id"),

@@ -33,6 +33,7 @@ async fn contract(db: Db) {
             purpose: "shown to the owner".into(),
             personal: false,
             retention_days: None,
+            optional: false,
         }],
         created_at: 0,
     })

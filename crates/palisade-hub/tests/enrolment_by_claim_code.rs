@@ -29,6 +29,7 @@ async fn product(db: &Db, id: &str) -> ProductId {
             purpose: "room temperature shown to the owner".into(),
             personal: false,
             retention_days: None,
+            optional: false,
         }],
         created_at: 0,
     })

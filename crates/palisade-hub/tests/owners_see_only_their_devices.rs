@@ -81,6 +81,7 @@ async fn owners_see_and_claim_only_their_own_devices() {
             purpose: "shown to the owner".into(),
             personal: false,
             retention_days: None,
+            optional: false,
         }],
         created_at: 0,
     })

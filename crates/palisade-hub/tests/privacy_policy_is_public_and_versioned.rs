@@ -40,6 +40,7 @@ async fn the_policy_and_inventory_are_public_versioned_and_safe() {
                 purpose: "room temperature shown to the owner".into(),
                 personal: false,
                 retention_days: Some(30),
+                optional: false,
             },
             FieldSpec {
                 name: "occupied".into(),
@@ -48,6 +49,7 @@ async fn the_policy_and_inventory_are_public_versioned_and_safe() {
                 purpose: "whether someone is home, for the schedule".into(),
                 personal: true,
                 retention_days: None,
+                optional: false,
             },
         ],
         created_at: 0,

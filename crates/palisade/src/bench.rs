@@ -501,6 +501,7 @@ async fn hub_commands(
                 purpose: "benchmark".into(),
                 personal: false,
                 retention_days: None,
+                optional: false,
             }],
             created_at: 0,
         })

@@ -26,6 +26,7 @@ fn field(name: &str, unit: &str, purpose: &str) -> FieldSpec {
         purpose: purpose.into(),
         personal: false,
         retention_days: None,
+        optional: false,
     }
 }
 

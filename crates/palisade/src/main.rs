@@ -7,7 +7,7 @@ use palisade_hub::accounts::{self, Actor};
 use palisade_hub::audit::Outcome;
 use palisade_hub::config::{Config, Overrides, redact_url};
 use palisade_hub::db::device_admin::{self, MAX_FIELDS};
-use palisade_hub::db::devices::{DeviceStatus, FieldSpec, ProductModel};
+use palisade_hub::db::devices::{DeviceStatus, ProductModel};
 use palisade_hub::ids::{DeviceId, ProductId, Username};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -114,10 +114,27 @@ enum Command {
         #[command(subcommand)]
         action: release_cli::ReleaseAction,
     },
+    /// The retention job (DATA-2): delete what is past its period
+    Retention {
+        #[command(subcommand)]
+        action: RetentionAction,
+    },
     /// Load clients for `scripts/bench-fleet.sh` (benchmarks only)
     Bench {
         #[command(subcommand)]
         action: bench::BenchAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum RetentionAction {
+    /// Run the retention job once now (the hub also runs it every
+    /// `[retention] interval_minutes`) and print how many rows of each kind it deleted
+    Run {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        config: ConfigArgs,
     },
 }
 
@@ -139,9 +156,16 @@ enum ProductAction {
         /// the owner. Repeat for each field.
         #[arg(long = "field", value_name = "SPEC")]
         fields: Vec<String>,
-        /// The fields as a JSON file: [{"name", "type", "unit", "purpose"}, ...]
+        /// The declaration as a JSON file: [{"name", "type", "unit", "purpose",
+        /// "personal", "retention_days", "optional"}, ...], or {"fields": [...],
+        /// "sensing": [{"capability", "purpose"}, ...]}
         #[arg(long = "fields", value_name = "FILE.json", conflicts_with = "fields")]
         fields_file: Option<PathBuf>,
+        /// A sensing capability as capability:purpose (camera, microphone, location,
+        /// motion, presence, biometric), e.g. "motion:turns the light on when someone
+        /// enters". Repeat for each (PRIV-4).
+        #[arg(long = "sensing", value_name = "SPEC")]
+        sensing: Vec<String>,
         /// The date (YYYY-MM-DD) until which the model receives security updates,
         /// published at /support (SUP-1)
         #[arg(long, value_name = "DATE")]
@@ -220,6 +244,10 @@ enum DeviceAction {
 enum ConfigAction {
     /// Validate the configuration and list every problem (exit 1 if any)
     Check {
+        /// Also check a product declaration file (as `product add --fields` takes):
+        /// fields, and sensing capabilities from the known list only
+        #[arg(long, value_name = "FILE.json")]
+        product: Option<PathBuf>,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -335,9 +363,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config {
-            action: ConfigAction::Check { config },
+            action: ConfigAction::Check { product, config },
         } => match load(&config) {
             Ok(c) => {
+                if let Some(path) = product {
+                    match check_declaration(&path) {
+                        Ok(summary) => println!("product declaration OK: {summary}"),
+                        Err(e) => {
+                            eprintln!("{e:#}");
+                            return Ok(ExitCode::FAILURE);
+                        }
+                    }
+                }
                 println!("configuration OK");
                 println!("  data_dir     {}", c.data_dir.display());
                 println!("  listen       https://{}", c.listen);
@@ -374,6 +411,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Device { action } => device(action).await,
         Command::Privacy { action } => privacy_cli::privacy(action).await,
         Command::Secrets { action } => privacy_cli::secrets(action).await,
+        Command::Retention { action } => retention(action).await,
         Command::Bench { action } => bench::run(action).await,
         Command::Keys { action } => release_cli::keys(action),
         Command::Release { action } => release_cli::release(action).await,
@@ -525,7 +563,7 @@ async fn user(action: UserAction) -> Result<ExitCode> {
 /// Largest `--fields` file read.
 const MAX_FIELDS_FILE_BYTES: u64 = 1024 * 1024;
 
-fn read_fields_file(path: &Path) -> Result<Vec<FieldSpec>> {
+fn read_fields_file(path: &Path) -> Result<device_admin::ProductDeclaration> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut text = String::new();
@@ -537,9 +575,9 @@ fn read_fields_file(path: &Path) -> Result<Vec<FieldSpec>> {
     if text.len() as u64 > MAX_FIELDS_FILE_BYTES {
         bail!("{} is larger than 1 MiB", path.display());
     }
-    serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{}: expected a JSON array of {{\"name\", \"type\", \"unit\", \"purpose\"}} objects (type number|integer|boolean|string)",
+    device_admin::parse_declaration(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}; expected a JSON array of {{\"name\", \"type\", \"unit\", \"purpose\"}} objects (type number|integer|boolean|string), or {{\"fields\": [...], \"sensing\": [{{\"capability\", \"purpose\"}}]}}",
             path.display()
         )
     })
@@ -577,6 +615,53 @@ async fn set_support_end(db: &palisade_hub::db::Db, id: &ProductId, date: &str) 
     }
 }
 
+/// `config check --product FILE`: the declaration parses (known sensing capabilities
+/// only, PRIV-4) and passes the same checks as `product add`.
+fn check_declaration(path: &Path) -> Result<String> {
+    let declaration = read_fields_file(path)?;
+    let model = ProductModel {
+        id: ProductId::parse("declaration-check").map_err(|e| anyhow::anyhow!("{e}"))?,
+        name: "check".into(),
+        hardware_revision: "check".into(),
+        fields: declaration.fields,
+        created_at: 0,
+    };
+    device_admin::validate_product(&model)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    device_admin::validate_sensing(&declaration.sensing)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(format!(
+        "{} field(s) ({} optional), {} sensing capability(ies)",
+        model.fields.len(),
+        model.fields.iter().filter(|f| f.optional).count(),
+        declaration.sensing.len()
+    ))
+}
+
+async fn retention(action: RetentionAction) -> Result<ExitCode> {
+    match action {
+        RetentionAction::Run { output, config } => {
+            let config = load(&config)?;
+            let db = palisade_hub::open_database(&config).await?;
+            let report = palisade_hub::retention::run_and_record(&db, &config.retention).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Output::Text => {
+                    println!("retention run: {} row(s) deleted", report.total());
+                    for c in &report.counts {
+                        println!("  {:<20} {}", c.key, c.deleted);
+                    }
+                    println!(
+                        "  {:<20} {}",
+                        "telemetry_fields_removed", report.telemetry_fields_removed
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn product(action: ProductAction) -> Result<ExitCode> {
     match action {
         ProductAction::Add {
@@ -585,6 +670,7 @@ async fn product(action: ProductAction) -> Result<ExitCode> {
             hardware,
             fields,
             fields_file,
+            sensing,
             security_updates_until,
             config,
         } => {
@@ -594,8 +680,13 @@ async fn product(action: ProductAction) -> Result<ExitCode> {
             {
                 bail!("--security-updates-until {date:?} is not a date (YYYY-MM-DD)");
             }
+            let mut declared_sensing = Vec::new();
             let fields = match fields_file {
-                Some(path) => read_fields_file(&path)?,
+                Some(path) => {
+                    let declaration = read_fields_file(&path)?;
+                    declared_sensing = declaration.sensing;
+                    declaration.fields
+                }
                 None => {
                     if fields.len() > MAX_FIELDS {
                         bail!(
@@ -617,10 +708,18 @@ async fn product(action: ProductAction) -> Result<ExitCode> {
                 fields,
                 created_at: 0,
             };
+            for spec in &sensing {
+                declared_sensing.push(
+                    device_admin::parse_sensing_spec(spec).map_err(|e| anyhow::anyhow!("{e}"))?,
+                );
+            }
             device_admin::validate_product(&model)
+                .map_err(|e| anyhow::anyhow!("the product model was not saved: {e}"))?;
+            device_admin::validate_sensing(&declared_sensing)
                 .map_err(|e| anyhow::anyhow!("the product model was not saved: {e}"))?;
             let db = palisade_hub::open_database(&load(&config)?).await?;
             db.create_product(&model).await?;
+            db.set_product_sensing(&model.id, &declared_sensing).await?;
             accounts::audit(
                 &db,
                 &Actor::cli(),

@@ -49,6 +49,7 @@ fn provision(config: &Config, dir: &Path) -> Device {
                 purpose: "message number (test)".into(),
                 personal: false,
                 retention_days: None,
+                optional: false,
             }],
             created_at: 0,
         })

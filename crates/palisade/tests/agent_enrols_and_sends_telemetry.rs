@@ -20,6 +20,7 @@ fn field(name: &str) -> FieldSpec {
         purpose: format!("{name} shown to the owner"),
         personal: false,
         retention_days: None,
+        optional: false,
     }
 }
 

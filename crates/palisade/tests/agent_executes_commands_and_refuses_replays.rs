@@ -47,6 +47,7 @@ async fn agent_executes_a_command_once_and_refuses_its_replay() {
                 purpose: "energy use shown to the owner".into(),
                 personal: false,
                 retention_days: None,
+                optional: false,
             }],
             created_at: 0,
         })

@@ -55,6 +55,7 @@ async fn auth10_the_agent_renews_with_a_new_key_and_the_old_one_is_gone() {
             purpose: "shown to the owner".into(),
             personal: false,
             retention_days: None,
+            optional: false,
         }],
         created_at: 0,
     })

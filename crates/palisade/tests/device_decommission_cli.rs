@@ -45,6 +45,7 @@ async fn decommission_from_the_command_line() {
             purpose: "shown to the owner".into(),
             personal: false,
             retention_days: None,
+            optional: false,
         }],
         created_at: 0,
     })

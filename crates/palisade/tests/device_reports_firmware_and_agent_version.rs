@@ -47,6 +47,7 @@ async fn the_maker_firmware_version_and_the_agent_version_are_both_shown() {
                 purpose: "door state shown to the owner".into(),
                 personal: false,
                 retention_days: None,
+                optional: false,
             }],
             created_at: 0,
         })

@@ -125,6 +125,7 @@ async fn factory_reset_decommissions_the_device_and_it_returns_as_a_new_one() {
                 purpose: "shown to the owner".into(),
                 personal: false,
                 retention_days: None,
+                optional: false,
             }],
             created_at: 0,
         })

@@ -132,6 +132,7 @@ async fn a_fleet_reconnecting_after_a_hub_restart_spreads_out() {
                 purpose: "room temperature shown to the owner".into(),
                 personal: false,
                 retention_days: None,
+                optional: false,
             }],
             created_at: 0,
         })

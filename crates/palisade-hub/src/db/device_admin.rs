@@ -2,7 +2,7 @@
 //! claiming by pairing code, per-owner listing, and the claim-code CSV handed to the
 //! factory.
 
-use super::devices::{ClaimCode, Device, FieldKind, FieldSpec, ProductModel};
+use super::devices::{ClaimCode, Device, FieldKind, FieldSpec, ProductModel, Sensing, SensingSpec};
 use super::{Db, optional};
 use crate::error::{Error, Result};
 use crate::ids::{DeviceId, UserId};
@@ -65,6 +65,7 @@ pub fn parse_field_spec(spec: &str) -> std::result::Result<FieldSpec, String> {
         purpose: purpose.trim().to_owned(),
         personal: false,
         retention_days: None,
+        optional: false,
     })
 }
 
@@ -111,6 +112,84 @@ pub fn validate_product(model: &ProductModel) -> std::result::Result<(), Invalid
         } else if field.purpose.chars().count() > MAX_PURPOSE_CHARS || !plain_text(&field.purpose) {
             problems.push(format!(
                 "field {shown:?}: the purpose has at most {MAX_PURPOSE_CHARS} characters"
+            ));
+        }
+    }
+    for field in &model.fields {
+        if field
+            .retention_days
+            .is_some_and(|d| !(1..=3650).contains(&d))
+        {
+            problems.push(format!(
+                "field {:?}: retention_days must be between 1 and 3650",
+                field.name.chars().take(40).collect::<String>()
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(InvalidProduct(problems))
+    }
+}
+
+/// A product declaration file: the telemetry fields and the sensing capabilities.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductDeclaration {
+    pub fields: Vec<FieldSpec>,
+    #[serde(default)]
+    pub sensing: Vec<SensingSpec>,
+}
+
+/// Parse a declaration file: a JSON array of fields, or an object
+/// `{"fields": [...], "sensing": [{"capability", "purpose"}]}`. Unknown keys and
+/// unknown sensing capabilities are refused (PRIV-4).
+pub fn parse_declaration(text: &str) -> std::result::Result<ProductDeclaration, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if value.is_array() {
+        let fields = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        return Ok(ProductDeclaration {
+            fields,
+            sensing: Vec::new(),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+/// Parse a sensing capability given as `capability:purpose`.
+pub fn parse_sensing_spec(spec: &str) -> std::result::Result<SensingSpec, String> {
+    let (name, purpose) = spec.split_once(':').unwrap_or((spec, ""));
+    let capability = Sensing::parse(name.trim()).ok_or_else(|| {
+        let known: Vec<&str> = Sensing::ALL.iter().map(|s| s.as_str()).collect();
+        format!(
+            "sensing capability {:?} is unknown; known: {}",
+            name.trim().chars().take(40).collect::<String>(),
+            known.join(", ")
+        )
+    })?;
+    Ok(SensingSpec {
+        capability,
+        purpose: purpose.trim().to_owned(),
+    })
+}
+
+/// Check declared sensing capabilities: each once, each with a purpose (PRIV-4).
+pub fn validate_sensing(sensing: &[SensingSpec]) -> std::result::Result<(), InvalidProduct> {
+    let mut problems = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for s in sensing {
+        let name = s.capability.as_str();
+        if !seen.insert(name) {
+            problems.push(format!("sensing capability {name} is declared twice"));
+        }
+        if s.purpose.trim().is_empty() {
+            problems.push(format!(
+                "sensing capability {name}: say why the device has it (purpose), for the owner"
+            ));
+        } else if s.purpose.chars().count() > MAX_PURPOSE_CHARS || !plain_text(&s.purpose) {
+            problems.push(format!(
+                "sensing capability {name}: the purpose has at most {MAX_PURPOSE_CHARS} characters"
             ));
         }
     }

@@ -36,6 +36,69 @@ pub struct FieldSpec {
     /// telemetry default (`privacy::inventory::TELEMETRY_RETENTION_DAYS`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_days: Option<u32>,
+    /// Whether the owner may switch the field off per device (PRIV-3): the hub then
+    /// stores none of it and tells the agent to stop sending it.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+/// A sensing capability a device may have (PRIV-4). Unknown names are refused when a
+/// product is declared, so the published list is complete and closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sensing {
+    Camera,
+    Microphone,
+    Location,
+    Motion,
+    Presence,
+    Biometric,
+}
+
+impl Sensing {
+    pub const ALL: [Sensing; 6] = [
+        Sensing::Camera,
+        Sensing::Microphone,
+        Sensing::Location,
+        Sensing::Motion,
+        Sensing::Presence,
+        Sensing::Biometric,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sensing::Camera => "camera",
+            Sensing::Microphone => "microphone",
+            Sensing::Location => "location",
+            Sensing::Motion => "motion",
+            Sensing::Presence => "presence",
+            Sensing::Biometric => "biometric",
+        }
+    }
+
+    /// How the pages name it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Sensing::Camera => "Camera (images or video)",
+            Sensing::Microphone => "Microphone (sound)",
+            Sensing::Location => "Location",
+            Sensing::Motion => "Motion sensor",
+            Sensing::Presence => "Presence of people",
+            Sensing::Biometric => "Biometric sensor",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Sensing> {
+        Sensing::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+/// One declared sensing capability with the reason the device has it (PRIV-4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensingSpec {
+    pub capability: Sensing,
+    pub purpose: String,
 }
 
 /// A product model: what devices of this kind are and may send.

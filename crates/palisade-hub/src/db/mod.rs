@@ -10,6 +10,7 @@ pub mod certificates;
 pub mod commands;
 pub mod device_admin;
 pub mod device_events;
+pub mod device_fields;
 pub mod device_views;
 pub mod devices;
 pub mod lifecycle;

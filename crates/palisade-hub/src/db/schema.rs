@@ -26,10 +26,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "advisories, affected ranges, owner notices",
         super::advisories::SCHEMA_V10,
     ),
+    (
+        11,
+        "retention runs, audit checkpoint, optional telemetry fields, sensing capabilities",
+        V11,
+    ),
 ];
 
 /// The newest schema this binary understands.
-pub const LATEST_VERSION: i64 = 10;
+pub const LATEST_VERSION: i64 = 11;
 
 /// How many migrations there are (versions may have gaps while branches are merged).
 pub const MIGRATION_COUNT: i64 = MIGRATIONS.len() as i64;
@@ -277,6 +282,43 @@ CREATE TABLE consents (
     changed_at BIGINT NOT NULL,
     PRIMARY KEY (user_id, purpose)
 );
+"#;
+
+/// DATA-2: what each retention run deleted (counts only), and the audit checkpoint:
+/// the sequence number and hash of the last audit entry the job pruned, so the chain
+/// that remains still verifies from there (see `audit.rs`). PRIV-3: the optional
+/// telemetry fields an owner switched off, per device (a row means "off"). PRIV-4:
+/// each product model's sensing capabilities with their purpose.
+const V11: &str = r#"
+CREATE TABLE retention_runs (
+    id TEXT PRIMARY KEY,
+    started_at BIGINT NOT NULL,
+    finished_at BIGINT NOT NULL,
+    counts TEXT NOT NULL,
+    error TEXT NOT NULL
+);
+CREATE INDEX retention_runs_started ON retention_runs (started_at);
+CREATE TABLE audit_checkpoint (
+    id BIGINT PRIMARY KEY,
+    seq BIGINT NOT NULL,
+    hash TEXT NOT NULL,
+    pruned_at BIGINT NOT NULL
+);
+INSERT INTO audit_checkpoint (id, seq, hash, pruned_at) VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000', 0);
+CREATE TABLE device_field_settings (
+    device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    field TEXT NOT NULL,
+    changed_at BIGINT NOT NULL,
+    PRIMARY KEY (device_id, field)
+);
+CREATE TABLE product_sensing (
+    product_id TEXT NOT NULL REFERENCES product_models(id) ON DELETE CASCADE,
+    capability TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    PRIMARY KEY (product_id, capability)
+);
+CREATE INDEX device_events_time ON device_events (received_at_ms);
+CREATE INDEX outbox_sent ON outbox (sent_at);
 "#;
 
 // `previous_cert_sha256`: the certificate a renewal replaced, still accepted until the

@@ -25,6 +25,8 @@ struct Live {
     listening: Arc<AtomicBool>,
     /// Update offers for `devices/{id}/update` (issue 4).
     updates: mpsc::Sender<Vec<u8>>,
+    /// Bumped when the device's telemetry settings change (PRIV-3).
+    config: watch::Sender<u64>,
 }
 
 /// The registry of live device connections.
@@ -32,6 +34,9 @@ struct Live {
 pub struct Fleet {
     live: Mutex<HashMap<DeviceId, Live>>,
     next: AtomicU64,
+    /// Telemetry messages that arrived with a switched-off field (PRIV-3), which the
+    /// hub dropped: it should stop growing once the device has its settings.
+    switched_off_received: AtomicU64,
 }
 
 /// A registered connection: its number, the signal that tells it to close, the
@@ -43,6 +48,8 @@ pub struct Registration {
     pub listening: Arc<AtomicBool>,
     /// Update offers to publish on `devices/{id}/update`.
     pub updates: mpsc::Receiver<Vec<u8>>,
+    /// Changes when the device's telemetry settings change: reload and resend them.
+    pub config: watch::Receiver<u64>,
 }
 
 impl Fleet {
@@ -59,12 +66,14 @@ impl Fleet {
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let listening = Arc::new(AtomicBool::new(false));
         let (updates_tx, updates) = mpsc::channel(UPDATE_QUEUE);
+        let (config_tx, config) = watch::channel(0);
         let live = Live {
             id,
             close,
             commands: commands_tx,
             listening: listening.clone(),
             updates: updates_tx,
+            config: config_tx,
         };
         if let Some(previous) = self.lock().insert(device.clone(), live) {
             let _ = previous.close.send(true);
@@ -75,6 +84,25 @@ impl Fleet {
             commands,
             listening,
             updates,
+            config,
+        }
+    }
+
+    /// Count a telemetry message that carried a switched-off field.
+    pub fn note_switched_off_received(&self) {
+        self.switched_off_received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many telemetry messages carried a switched-off field since the hub started.
+    pub fn switched_off_received(&self) -> u64 {
+        self.switched_off_received.load(Ordering::Relaxed)
+    }
+
+    /// The device's telemetry settings changed (PRIV-3): its live connection, if any,
+    /// reloads them at once and sends them to the device.
+    pub fn config_changed(&self, device: &DeviceId) {
+        if let Some(conn) = self.lock().get(device) {
+            conn.config.send_modify(|generation| *generation += 1);
         }
     }
 

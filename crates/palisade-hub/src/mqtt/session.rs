@@ -400,6 +400,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         commands,
         listening,
         updates,
+        config,
     } = shared.fleet.register(&device);
     // Revocation sets the status, then drops live connections. Checking the status
     // again now that this connection is registered closes the gap since `admit`: a
@@ -482,6 +483,18 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
 
+    // PRIV-3: optional fields the owner switched off are not stored from the first
+    // message on.
+    let disabled = match shared.db.disabled_fields(&device).await {
+        Ok(fields) => fields.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!(%device, "could not load the device's telemetry settings: {e}");
+            refuse_connect(&mut io, ConnectRefusal::ServerUnavailable);
+            io.finish().await;
+            shared.fleet.unregister(&device, registration);
+            return;
+        }
+    };
     let mut session = Live {
         io,
         shared: &shared,
@@ -525,15 +538,18 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         renewal_refusal_audited: false,
         registration,
         stored,
+        config_topic: DeviceTopics::new(&device).config(),
+        disabled,
     };
+    // The telemetry settings and the update offer are sent when the device subscribes to
+    // their topics (the agent does on every connection), not with a restored
+    // subscription here: a client may refuse a message that arrives together with its
+    // CONNACK.
     if session.commands_qos().is_some() {
         // A restored subscription covers the commands: send what is pending.
         session.start_listening().await;
     }
-    if session.qos_for(&session.update_topic).is_some() {
-        session.offer_update().await;
-    }
-    session.serve(closed, &mut stop).await;
+    session.serve(closed, config, &mut stop).await;
     session.listening.store(false, Ordering::Release);
     session.end_session().await;
     shared.budgets.release(&device, session.bucket);
@@ -780,6 +796,11 @@ struct Live<'a, S> {
     /// A row for this session may exist in `mqtt_sessions` (restored or saved), so a
     /// session that ends with the connection must delete it.
     stored: bool,
+    /// `devices/{id}/config`.
+    config_topic: String,
+    /// Optional telemetry fields the owner switched off (PRIV-3): dropped before
+    /// storage and sent to the device so it stops sending them.
+    disabled: HashSet<String>,
 }
 
 /// The commit result of the oldest pending message (never resolves if it has none).
@@ -791,7 +812,12 @@ async fn front_ack(pending: &mut VecDeque<Pending>) -> bool {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
-    async fn serve(&mut self, mut closed: watch::Receiver<bool>, stop: &mut watch::Receiver<bool>) {
+    async fn serve(
+        &mut self,
+        mut closed: watch::Receiver<bool>,
+        mut config: watch::Receiver<u64>,
+        stop: &mut watch::Receiver<bool>,
+    ) {
         if *closed.borrow() || *stop.borrow() {
             self.end = Some(End::Now(Some(DisconnectReasonCode::AdministrativeAction)));
         }
@@ -851,6 +877,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                 }
                 Some(payload) = self.commands.recv() => self.on_command(payload),
                 Some(payload) = self.updates.recv() => self.send_offer(payload),
+                Ok(()) = config.changed() => self.reload_config().await,
                 more = self.io.read_more(), if can_read => {
                     if !more {
                         self.end = Some(End::Now(None));
@@ -1133,6 +1160,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
                     );
                 }
                 Ok(json) => {
+                    let Some(json) = self.without_disabled(json) else {
+                        // Only switched-off fields: acknowledged, nothing stored.
+                        ack_after(&mut self.pending);
+                        return;
+                    };
                     let (tx, rx) = match (qos, packet_id) {
                         (Qos::AtLeastOnce, Some(id)) => {
                             let (tx, rx) = oneshot::channel();
@@ -1159,7 +1191,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
 
     async fn on_subscribe(&mut self, packet_id: u16, filters: Vec<(String, Qos)>) {
         let was_listening = self.commands_qos().is_some();
-        let was_offered = self.qos_for(&self.update_topic).is_some();
+        // A subscription covering the update topic gets the current offer, if any (the
+        // agent ignores an offer it already has).
+        let subscribed_update = filters
+            .iter()
+            .any(|(f, _)| filter_matches(f, &self.update_topic) && self.topics.may_subscribe(f));
+        // A new subscription covering the config topic gets the current settings.
+        let subscribed_config = filters
+            .iter()
+            .any(|(f, _)| filter_matches(f, &self.config_topic) && self.topics.may_subscribe(f));
         let too_many = filters.len() > self.shared.limits.mqtt_topics_per_subscribe;
         let mut granted: Vec<Result<Qos, SubackReasonCode>> = Vec::with_capacity(filters.len());
         for (filter, qos) in filters {
@@ -1215,7 +1255,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
         if !was_listening && self.commands_qos().is_some() {
             self.start_listening().await;
         }
-        if !was_offered && self.qos_for(&self.update_topic).is_some() {
+        if subscribed_config {
+            self.send_config();
+        }
+        if subscribed_update && self.qos_for(&self.update_topic).is_some() {
             self.offer_update().await;
         }
     }
@@ -1258,6 +1301,66 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
         let topic = self.update_topic.clone();
         self.publish(topic, payload, qos, packet_id);
         tracing::debug!(device = %self.device, "update offer sent");
+    }
+
+    /// The owner changed the device's telemetry settings: reload them and tell the
+    /// device.
+    async fn reload_config(&mut self) {
+        match self.shared.db.disabled_fields(&self.device).await {
+            Ok(fields) => {
+                self.disabled = fields.into_iter().collect();
+                if self.qos_for(&self.config_topic).is_some() {
+                    self.send_config();
+                }
+            }
+            Err(e) => {
+                // Fail closed: without the settings, nothing optional can be known to
+                // be allowed, so the connection ends and the device reconnects.
+                tracing::warn!(device = %self.device, "could not reload telemetry settings: {e}");
+                self.end = Some(End::Now(Some(DisconnectReasonCode::UnspecifiedError)));
+            }
+        }
+    }
+
+    /// Publish `{"disabled_fields": [...]}` on `devices/{id}/config` (PRIV-3).
+    fn send_config(&mut self) {
+        let Some(qos) = self.qos_for(&self.config_topic) else {
+            return;
+        };
+        let mut fields: Vec<&String> = self.disabled.iter().collect();
+        fields.sort();
+        let payload = serde_json::json!({ "disabled_fields": fields })
+            .to_string()
+            .into_bytes();
+        let packet_id = if qos == Qos::AtLeastOnce {
+            match self.io.conn.acquire_packet_id() {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    tracing::warn!(device = %self.device, "no packet id free for the telemetry settings");
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let topic = self.config_topic.clone();
+        self.publish(topic, payload, qos, packet_id);
+    }
+
+    /// The validated payload without switched-off fields; `None` when nothing is left.
+    fn without_disabled(&self, json: String) -> Option<String> {
+        if self.disabled.is_empty() {
+            return Some(json);
+        }
+        let Ok(serde_json::Value::Object(mut map)) = serde_json::from_str(&json) else {
+            return Some(json);
+        };
+        let before = map.len();
+        map.retain(|name, _| !self.disabled.contains(name));
+        if map.len() < before {
+            self.shared.fleet.note_switched_off_received();
+        }
+        (!map.is_empty()).then(|| serde_json::Value::Object(map).to_string())
     }
 
     async fn on_unsubscribe(&mut self, packet_id: u16, filters: Vec<String>) {

@@ -59,6 +59,12 @@ impl DeviceTopics {
         format!("{}update", self.prefix)
     }
 
+    /// `devices/{id}/config`: where the hub sends the device's telemetry settings
+    /// (`{"disabled_fields": [...]}`, PRIV-3).
+    pub fn config(&self) -> String {
+        format!("{}config", self.prefix)
+    }
+
     /// `devices/{id}/certificate`: where the hub sends a renewed certificate.
     pub fn certificate(&self) -> String {
         format!("{}certificate", self.prefix)

@@ -4,6 +4,7 @@
 //! acceptances, and consents such as marketing (opt-in, off by default).
 
 pub mod diff;
+pub mod fields;
 pub mod inventory;
 pub mod markdown;
 

@@ -450,6 +450,61 @@ pub async fn release(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct FieldSwitchRequest {
+    field: String,
+    enabled: bool,
+}
+
+/// Switch an optional telemetry field of `device` on or off (PRIV-3). Only the
+/// device's owner may: it is their choice, not the operator's.
+pub(crate) async fn switch_field(
+    state: &AppState,
+    p: &Principal,
+    ip: IpAddr,
+    device: &Device,
+    field: &str,
+    enabled: bool,
+) -> Result<bool, WebError> {
+    if device.owner_id.as_ref() != Some(&p.user.id) {
+        return Err(WebError::Denied(
+            "Only the device's owner can switch its telemetry fields.".into(),
+        ));
+    }
+    match crate::privacy::fields::switch(
+        &state.db,
+        &state.fleet,
+        &Actor::user(&p.user, ip),
+        device,
+        field,
+        enabled,
+    )
+    .await?
+    {
+        Ok(changed) => Ok(changed),
+        Err(why) => Err(WebError::BadRequest(format!("Not changed: {why}."))),
+    }
+}
+
+/// `POST /api/v1/devices/{id}/telemetry-fields` with `{"field", "enabled"}`: the owner
+/// switches an optional field on or off; answers every declared field's state.
+pub async fn telemetry_fields(
+    State(state): State<AppState>,
+    p: Principal,
+    Extension(ClientAddr(ip)): Extension<ClientAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Vec<crate::privacy::fields::FieldState>>, WebError> {
+    let device = visible_device(&state, &p, &id).await?;
+    let request: FieldSwitchRequest = json_body(&headers, &body)?;
+    switch_field(&state, &p, ip, &device, &request.field, request.enabled).await?;
+    Ok(Json(
+        crate::privacy::fields::states(&state.db, &device).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CommandRequest {
     name: String,
     #[serde(default)]

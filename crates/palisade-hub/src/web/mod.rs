@@ -187,6 +187,13 @@ fn routes(state: AppState) -> Routes {
             Signed,
             post(console::devices::release),
         )
+        .add(
+            "POST",
+            "/devices/{id}/telemetry-fields",
+            Signed,
+            post(console::devices::switch_field),
+        )
+        .add("GET", "/retention", Admin, get(admin::retention_page))
         .add("GET", "/api/v1/openapi.json", Signed, get(api::openapi))
         .add("GET", "/api/v1/me", Signed, get(api::me))
         .add("GET", "/api/v1/users", Admin, get(api::users))
@@ -224,6 +231,12 @@ fn routes(state: AppState) -> Routes {
             "/api/v1/devices/{id}/release",
             Signed,
             post(devices::release),
+        )
+        .add(
+            "POST",
+            "/api/v1/devices/{id}/telemetry-fields",
+            Signed,
+            post(devices::telemetry_fields),
         )
         .add(
             "POST",

@@ -247,6 +247,21 @@ pub struct AuditPage {
     pub older: Option<i64>,
 }
 
+#[derive(Template)]
+#[template(path = "retention.html")]
+pub struct RetentionPage {
+    pub c: Chrome,
+    pub interval_minutes: u64,
+    pub batch_rows: u32,
+    pub last_run: String,
+    pub next_run: String,
+    /// (kind, rows deleted) of the last run.
+    pub last_counts: Vec<(String, u64)>,
+    /// (started, finished, total deleted, error).
+    pub runs: Vec<(String, String, u64, String)>,
+    pub periods: Vec<crate::privacy::inventory::Period>,
+}
+
 /// Render a template as an HTML response.
 pub fn render(page: impl Template) -> Result<Response, WebError> {
     page.render()

@@ -94,7 +94,7 @@ pub async fn policy(State(state): State<AppState>, ctx: Ctx) -> Result<Response,
         policy_html: current
             .as_ref()
             .map_or_else(String::new, |p| markdown::to_html(&p.body)),
-        inventory: inventory::build(&state.db).await?,
+        inventory: inventory::build(&state.db, &state.config.retention).await?,
     })
 }
 
@@ -102,7 +102,7 @@ pub async fn policy(State(state): State<AppState>, ctx: Ctx) -> Result<Response,
 pub async fn data(State(state): State<AppState>, ctx: Ctx) -> Result<Response, WebError> {
     pages::render(DataPage {
         c: ctx.chrome(&state, "What data is stored"),
-        inventory: inventory::build(&state.db).await?,
+        inventory: inventory::build(&state.db, &state.config.retention).await?,
     })
 }
 

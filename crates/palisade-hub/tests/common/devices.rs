@@ -27,6 +27,7 @@ pub fn test_fields() -> Vec<FieldSpec> {
         purpose: "test telemetry".into(),
         personal: false,
         retention_days: None,
+        optional: false,
     };
     vec![
         field("temperature", FieldKind::Number, "°C"),

@@ -41,6 +41,7 @@ impl Kit {
                     purpose: "lamp state shown to the owner".into(),
                     personal: false,
                     retention_days: None,
+                    optional: false,
                 }],
                 created_at: 0,
             })

@@ -12,7 +12,7 @@ use crate::mail::Category;
 use crate::web::AppState;
 use crate::web::access::AdminPrincipal;
 use crate::web::error::WebError;
-use crate::web::pages::{self, AuditPage, AuditRow, UserRow, UsersPage};
+use crate::web::pages::{self, AuditPage, AuditRow, RetentionPage, UserRow, UsersPage};
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -296,5 +296,55 @@ pub async fn audit_page(
             })
             .collect(),
         older,
+    })
+}
+
+/// `GET /retention` (admin): the retention job's last and next run and what it
+/// deleted, as counts (DATA-2).
+pub async fn retention_page(
+    State(state): State<AppState>,
+    _admin: AdminPrincipal,
+    ctx: Ctx,
+) -> Result<Response, WebError> {
+    let retention = &state.config.retention;
+    let runs = crate::retention::recent_runs(&state.db, crate::retention::RUNS_SHOWN).await?;
+    let interval = i64::try_from(retention.interval_minutes)
+        .unwrap_or(i64::MAX / 120)
+        .saturating_mul(60);
+    let (last_run, next_run, last_counts) = match runs.first() {
+        Some(last) => (
+            pages::fmt_time(last.finished_at),
+            pages::fmt_time(last.started_at.saturating_add(interval)),
+            last.counts.clone(),
+        ),
+        None => (
+            "never".to_owned(),
+            format!(
+                "{} seconds after the hub starts, then every {} minutes",
+                crate::retention::FIRST_RUN_DELAY.as_secs(),
+                retention.interval_minutes
+            ),
+            Vec::new(),
+        ),
+    };
+    pages::render(RetentionPage {
+        c: ctx.chrome(&state, "Retention"),
+        interval_minutes: retention.interval_minutes,
+        batch_rows: retention.batch_rows,
+        last_run,
+        next_run,
+        last_counts,
+        runs: runs
+            .iter()
+            .map(|r| {
+                (
+                    pages::fmt_time(r.started_at),
+                    pages::fmt_time(r.finished_at),
+                    r.counts.iter().map(|(_, n)| n).sum(),
+                    r.error.clone(),
+                )
+            })
+            .collect(),
+        periods: crate::privacy::inventory::periods(retention),
     })
 }

@@ -149,6 +149,7 @@ mod tests {
             purpose: "test".into(),
             personal: false,
             retention_days: None,
+            optional: false,
         }
     }
 

@@ -66,6 +66,10 @@ pub struct FieldRow {
     pub kind: &'static str,
     pub unit: String,
     pub purpose: String,
+    /// The owner may switch it off (PRIV-3).
+    pub optional: bool,
+    /// Switched on for this device.
+    pub enabled: bool,
 }
 
 #[derive(Template)]
@@ -82,6 +86,10 @@ pub struct DevicePage {
     pub model: String,
     pub hardware_revision: String,
     pub fields: Vec<FieldRow>,
+    /// The caller owns the device, so may switch its optional fields (PRIV-3).
+    pub is_owner: bool,
+    /// The model's sensing capabilities (PRIV-4): (label, purpose).
+    pub sensing: Vec<(String, String)>,
     pub firmware: String,
     pub agent: String,
     /// The caller may release the device (its owner, or staff while it has one).
@@ -392,8 +400,21 @@ pub async fn detail(
         Some("released") => Some(
             "The device is released: it has no owner and its stored data was deleted. The next owner claims it with the pairing code on its label.",
         ),
+        Some("field-off") => Some(
+            "The field is switched off: the hub stores none of it from now on, and the device was told to stop sending it.",
+        ),
+        Some("field-on") => Some("The field is switched on again."),
         _ => None,
     };
+    let disabled = state.db.disabled_fields(&device.id).await?;
+    let sensing = state
+        .db
+        .product_sensing(&device.product_id)
+        .await?
+        .into_iter()
+        .map(|s| (s.capability.label().to_owned(), s.purpose))
+        .collect();
+    let is_owner = device.owner_id.as_ref() == Some(&p.user.id);
     let mut c = ctx.chrome(&state, &format!("Device {}", device.id));
     c.notice = notice.map(str::to_owned);
     pages::render(DevicePage {
@@ -410,12 +431,16 @@ pub async fn detail(
         fields: specs
             .into_iter()
             .map(|f| FieldRow {
+                enabled: !disabled.contains(&f.name),
+                optional: f.optional,
                 name: f.name,
                 kind: kind_name(f.kind),
                 unit: f.unit,
                 purpose: f.purpose,
             })
             .collect(),
+        is_owner,
+        sensing,
         firmware: if device.firmware_version.is_empty() {
             "unknown".into()
         } else {
@@ -454,6 +479,35 @@ pub async fn detail(
             .collect(),
         audit,
     })
+}
+
+#[derive(Deserialize)]
+pub struct FieldSwitch {
+    field: String,
+    /// "on" or "off".
+    state: String,
+}
+
+/// `POST /devices/{id}/telemetry-fields`: the owner switches an optional field on or
+/// off (PRIV-3); the hub stops storing it at once and tells the device.
+pub async fn switch_field(
+    State(state): State<AppState>,
+    p: Principal,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Form<FieldSwitch>,
+) -> Result<Response, WebError> {
+    let device = visible_device(&state, &p, &id).await?;
+    let enabled = match form.state.as_str() {
+        "on" => true,
+        "off" => false,
+        _ => return Err(WebError::BadRequest("Choose on or off.".into())),
+    };
+    crate::web::devices::switch_field(&state, &p, ctx.ip, &device, &form.field, enabled).await?;
+    Ok(redirect(&format!(
+        "/devices/{}?done=field-{}",
+        device.id, form.state
+    )))
 }
 
 /// `POST /devices/{id}/revoke` (staff): the certificate is no longer accepted and the
