@@ -1,7 +1,14 @@
 //! Vulnerability management (VULN-1…3): security.txt, the disclosure policy, report
-//! intake and triage with CVSS scoring and policy deadlines.
+//! intake and triage with CVSS scoring and policy deadlines; (VULN-4, VULN-5) the offline
+//! OSV database, SBOMs and version-range matching.
 
 pub mod cvss;
 pub mod intake;
+pub mod matching;
+pub mod osv;
+pub mod purl;
+pub mod sbom;
 pub mod security_txt;
 pub mod triage;
+pub mod versions;
+pub mod vulndb;

@@ -12,6 +12,7 @@ pub mod middleware;
 pub mod pages;
 pub mod privacy;
 pub mod reports_api;
+pub mod vulndb;
 
 use crate::auth::Auth;
 use crate::config::Config;
@@ -324,6 +325,38 @@ fn routes(state: AppState) -> Routes {
             "/api/v1/devices/{id}/events",
             Signed,
             get(devices::list_events),
+        )
+        // SBOMs and known vulnerabilities (VULN-4, VULN-5); bodies up to the SBOM and
+        // import bounds, read only after the access check.
+        .add(
+            "POST",
+            "/api/v1/products/{model}/versions/{version}/sbom",
+            Staff,
+            post(vulndb::store).layer(DefaultBodyLimit::max(crate::vuln::sbom::MAX_SBOM_BYTES)),
+        )
+        .add(
+            "GET",
+            "/api/v1/products/{model}/versions/{version}/sbom",
+            Staff,
+            get(vulndb::show),
+        )
+        .add(
+            "GET",
+            "/api/v1/devices/{id}/vulnerabilities",
+            Signed,
+            get(vulndb::device),
+        )
+        .add(
+            "POST",
+            "/api/v1/vulndb/import",
+            Admin,
+            post(vulndb::import).layer(DefaultBodyLimit::max(vulndb::MAX_IMPORT_BYTES)),
+        )
+        .add(
+            "GET",
+            "/products/{model}/versions/{version}/vulnerabilities",
+            Staff,
+            get(vulndb::page),
         )
         // The claim code in the body is the credential (AUTH-2); see `middleware::csrf`.
         .add("POST", devices::ENROL_PATH, Public, post(devices::enroll))
