@@ -76,7 +76,9 @@ pub async fn vulndb(action: VulndbAction) -> Result<ExitCode> {
 
 /// `palisade sbom`.
 pub fn print_own_sbom() -> Result<ExitCode> {
-    println!("{}", OWN_SBOM.trim_end());
+    use std::io::Write;
+    // A closed pipe (`palisade sbom | head`) is not an error worth a panic.
+    let _ = writeln!(std::io::stdout().lock(), "{}", OWN_SBOM.trim_end());
     Ok(ExitCode::SUCCESS)
 }
 
