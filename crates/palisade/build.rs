@@ -8,7 +8,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-const MEMBERS: [&str; 4] = ["palisade", "palisade-hub", "palisade-agent", "palisade-crypto"];
+const MEMBERS: [&str; 4] = [
+    "palisade",
+    "palisade-hub",
+    "palisade-agent",
+    "palisade-crypto",
+];
 
 fn main() {
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
@@ -38,7 +43,10 @@ fn main() {
             Some(Pkg {
                 name: t.get("name")?.as_str()?.to_owned(),
                 version: t.get("version")?.as_str()?.to_owned(),
-                checksum: t.get("checksum").and_then(|c| c.as_str()).map(str::to_owned),
+                checksum: t
+                    .get("checksum")
+                    .and_then(|c| c.as_str())
+                    .map(str::to_owned),
                 registry: t
                     .get("source")
                     .and_then(|s| s.as_str())
@@ -150,7 +158,8 @@ fn main() {
         },
         "components": components.into_values().collect::<Vec<_>>(),
     });
-    let out = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("own-sbom.cdx.json");
+    let out =
+        Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("own-sbom.cdx.json");
     std::fs::write(
         out,
         serde_json::to_string_pretty(&bom).expect("the SBOM serialises"),

@@ -10,20 +10,17 @@
 #[path = "common/postgres.rs"]
 mod postgres;
 
+use palisade_hub::accounts::Actor;
 use palisade_hub::config::Config;
 use palisade_hub::db::Db;
 use palisade_hub::db::vulndb::SbomInfo;
-use palisade_hub::accounts::Actor;
 use palisade_hub::vuln::{matching, sbom, vulndb};
 use postgres::PgCluster;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-fn records_dir() -> &'static Path {
-    Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/data/osv-rustsec/crates"
-    ))
+fn records_dir() -> std::path::PathBuf {
+    shared_data().join("osv-rustsec/crates")
 }
 
 const SBOM: &str = r#"{
@@ -77,7 +74,7 @@ async fn contract(url: &str, dir: &Path) {
     let ring = palisade_crypto::sealed::KeyRing::generate().expect("secrets key");
     let db = Db::connect_with_secrets(url, ring).await.expect("database");
     let config = Config::for_data_dir(&dir.join("data"));
-    let report = vulndb::import_path(&db, &config, &Actor::cli(), records_dir())
+    let report = vulndb::import_path(&db, &config, &Actor::cli(), &records_dir())
         .await
         .expect("the real records import");
     assert!(report.counts.added >= 1200, "{:?}", report.counts);
@@ -120,14 +117,28 @@ async fn contract(url: &str, dir: &Path) {
         uploaded_by: "test".into(),
         uploaded_at: 1,
     };
-    db.store_sbom(&info, &parsed.components).await.expect("store");
-    let (back, components) = db.sbom("cam-v2", "1.2.0").await.expect("read").expect("stored");
+    db.store_sbom(&info, &parsed.components)
+        .await
+        .expect("store");
+    let (back, components) = db
+        .sbom("cam-v2", "1.2.0")
+        .await
+        .expect("read")
+        .expect("stored");
     assert_eq!(back.components, 10);
     assert_eq!(components.len(), 10);
-    let again = matching::match_components(&db, &components).await.expect("match");
+    let again = matching::match_components(&db, &components)
+        .await
+        .expect("match");
     assert_eq!(again.len(), found.len(), "stored components match the same");
-    db.store_sbom(&info, &parsed.components[..1]).await.expect("replace");
-    let (_, components) = db.sbom("cam-v2", "1.2.0").await.expect("read").expect("stored");
+    db.store_sbom(&info, &parsed.components[..1])
+        .await
+        .expect("replace");
+    let (_, components) = db
+        .sbom("cam-v2", "1.2.0")
+        .await
+        .expect("read")
+        .expect("stored");
     assert_eq!(components.len(), 1);
     assert!(db.sbom("cam-v2", "9.9.9").await.expect("read").is_none());
     db.close().await;
@@ -146,4 +157,17 @@ async fn components_match_on_postgres() {
     let cluster = PgCluster::start().await;
     let url = cluster.fresh_database_url().await;
     contract(&url, dir.path()).await;
+}
+
+/// `shared/data` beside the repository (the workspace's parent, or further up for a
+/// git worktree), or `PALISADE_SHARED_DATA`.
+fn shared_data() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("PALISADE_SHARED_DATA") {
+        return dir.into();
+    }
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("shared/data"))
+        .find(|d| d.is_dir())
+        .expect("shared/data (the OSV records and schemas) beside the repository")
 }

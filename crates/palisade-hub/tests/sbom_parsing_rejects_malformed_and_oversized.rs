@@ -64,7 +64,11 @@ fn real_shapes_parse() {
     assert_eq!(eco[1], ("Debian", "openssl", "3.0.11-1"));
     assert_eq!(eco[2], ("npm", "@angular/core", "16.0.0"));
     assert_eq!(eco[3], ("PyPI", "django", "4.2.1"));
-    assert_eq!(eco[5], ("", "busybox", "1.36.1"), "no purl: listed, never matched");
+    assert_eq!(
+        eco[5],
+        ("", "busybox", "1.36.1"),
+        "no purl: listed, never matched"
+    );
     let s = sbom::parse(spdx().as_bytes()).expect("SPDX");
     assert_eq!(s.spec_version, "2.3");
     assert_eq!(s.components.len(), 2);
@@ -78,7 +82,7 @@ fn real_shapes_parse() {
 
 #[test]
 fn malformed_input_is_refused_with_a_reason() {
-    let mut with = |f: &dyn Fn(&mut Value), needle: &str| {
+    let with = |f: &dyn Fn(&mut Value), needle: &str| {
         let mut v: Value = serde_json::from_str(&cyclonedx()).expect("json");
         f(&mut v);
         let e = sbom::parse(v.to_string().as_bytes()).expect_err(needle);
@@ -90,10 +94,22 @@ fn malformed_input_is_refused_with_a_reason() {
     with(&|v| v["components"][0] = json!("serde"), "object");
     with(&|v| v["components"][0]["name"] = json!(7), "name");
     with(&|v| v["components"][0]["name"] = json!(""), "no name");
-    with(&|v| v["components"][0]["purl"] = json!("cargo/serde"), "package URL");
-    with(&|v| v["components"][0]["purl"] = json!("pkg:cargo/x@%zz"), "package URL");
-    with(&|v| v["components"][0]["version"] = json!("1\u{0}"), "control");
-    with(&|v| v["components"][0]["name"] = json!("n".repeat(600)), "longer");
+    with(
+        &|v| v["components"][0]["purl"] = json!("cargo/serde"),
+        "package URL",
+    );
+    with(
+        &|v| v["components"][0]["purl"] = json!("pkg:cargo/x@%zz"),
+        "package URL",
+    );
+    with(
+        &|v| v["components"][0]["version"] = json!("1\u{0}"),
+        "control",
+    );
+    with(
+        &|v| v["components"][0]["name"] = json!("n".repeat(600)),
+        "longer",
+    );
     with(&|v| v["bomFormat"] = json!("SomethingElse"), "CycloneDX");
     for (doc, needle) in [
         ("", "not valid JSON"),
@@ -101,7 +117,10 @@ fn malformed_input_is_refused_with_a_reason() {
         ("[1, 2]", "JSON object"),
         ("\"text\"", "JSON object"),
         ("{\"spdxVersion\": \"SPDX-3.0\"}", "SPDX version"),
-        ("{\"spdxVersion\": \"SPDX-2.3\", \"packages\": 5}", "packages"),
+        (
+            "{\"spdxVersion\": \"SPDX-2.3\", \"packages\": 5}",
+            "packages",
+        ),
         (
             "{\"spdxVersion\": \"SPDX-2.3\", \"packages\": [{\"name\": \"x\", \"externalRefs\": [{\"referenceType\": \"purl\", \"referenceLocator\": \"nonsense\"}]}]}",
             "package URL",
@@ -116,13 +135,23 @@ fn malformed_input_is_refused_with_a_reason() {
 fn bounds_hold() {
     // Nesting: arrays, objects and nested components.
     let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
-    assert!(sbom::parse(deep.as_bytes()).unwrap_err().0.contains("nests"));
+    assert!(
+        sbom::parse(deep.as_bytes())
+            .unwrap_err()
+            .0
+            .contains("nests")
+    );
     let mut nested = json!({"type": "library", "name": "leaf"});
     for _ in 0..40 {
         nested = json!({"type": "library", "name": "n", "components": [nested]});
     }
     let doc = json!({"bomFormat": "CycloneDX", "specVersion": "1.5", "components": [nested]});
-    assert!(sbom::parse(doc.to_string().as_bytes()).unwrap_err().0.contains("nests"));
+    assert!(
+        sbom::parse(doc.to_string().as_bytes())
+            .unwrap_err()
+            .0
+            .contains("nests")
+    );
     // Brackets inside strings do not count.
     let doc = json!({"bomFormat": "CycloneDX", "specVersion": "1.5",
         "components": [{"type": "library", "name": "[".repeat(200)}]});
@@ -133,10 +162,22 @@ fn bounds_hold() {
         .map(|i| json!({"type": "library", "name": format!("c{i}")}))
         .collect();
     let doc = json!({"bomFormat": "CycloneDX", "specVersion": "1.5", "components": many});
-    assert!(sbom::parse(doc.to_string().as_bytes()).unwrap_err().0.contains("more than"));
-    let many: Vec<Value> = (0..=MAX_COMPONENTS).map(|i| json!({"name": format!("c{i}")})).collect();
+    assert!(
+        sbom::parse(doc.to_string().as_bytes())
+            .unwrap_err()
+            .0
+            .contains("more than")
+    );
+    let many: Vec<Value> = (0..=MAX_COMPONENTS)
+        .map(|i| json!({"name": format!("c{i}")}))
+        .collect();
     let doc = json!({"spdxVersion": "SPDX-2.3", "packages": many});
-    assert!(sbom::parse(doc.to_string().as_bytes()).unwrap_err().0.contains("more than"));
+    assert!(
+        sbom::parse(doc.to_string().as_bytes())
+            .unwrap_err()
+            .0
+            .contains("more than")
+    );
 
     // Size.
     let big = vec![b' '; MAX_SBOM_BYTES + 1];
@@ -214,12 +255,20 @@ async fn http_upload_is_bounded_and_for_staff() {
             .body(body)
     };
 
-    let page = admin.send(post(&admin, path, cyclonedx().into_bytes())).await;
+    let page = admin
+        .send(post(&admin, path, cyclonedx().into_bytes()))
+        .await;
     assert_eq!(page.status, 200, "{}", page.body);
     let v: Value = serde_json::from_str(&page.body).expect("json");
     assert_eq!(v["components"].as_array().map(Vec::len), Some(6));
 
-    let page = admin.send(post(&admin, path, b"{\"bomFormat\": \"CycloneDX\"".to_vec())).await;
+    let page = admin
+        .send(post(
+            &admin,
+            path,
+            b"{\"bomFormat\": \"CycloneDX\"".to_vec(),
+        ))
+        .await;
     assert_eq!(page.status, 400);
     assert!(page.body.contains("not valid JSON"), "{}", page.body);
     let page = admin
@@ -228,15 +277,25 @@ async fn http_upload_is_bounded_and_for_staff() {
     assert_eq!(page.status, 413, "{}", page.body);
     // Unknown product, or a version that is not one: 404.
     let page = admin
-        .send(post(&admin, "/api/v1/products/nope/versions/1.0/sbom", cyclonedx().into_bytes()))
+        .send(post(
+            &admin,
+            "/api/v1/products/nope/versions/1.0/sbom",
+            cyclonedx().into_bytes(),
+        ))
         .await;
     assert_eq!(page.status, 404);
     let page = admin
-        .send(post(&admin, "/api/v1/products/cam-v2/versions/1.0%20x/sbom", cyclonedx().into_bytes()))
+        .send(post(
+            &admin,
+            "/api/v1/products/cam-v2/versions/1.0%20x/sbom",
+            cyclonedx().into_bytes(),
+        ))
         .await;
     assert_eq!(page.status, 404);
 
-    let page = owner.send(post(&owner, path, cyclonedx().into_bytes())).await;
+    let page = owner
+        .send(post(&owner, path, cyclonedx().into_bytes()))
+        .await;
     assert_eq!(page.status, 403);
     assert_eq!(owner.get(path).await.status, 403);
     let mut anon = hub.browser();
@@ -247,8 +306,17 @@ async fn http_upload_is_bounded_and_for_staff() {
     // The stored SBOM is unchanged by the refused uploads.
     let page = admin.get(path).await;
     let v: Value = serde_json::from_str(&page.body).expect("json");
-    assert_eq!(v["components"].as_array().map(Vec::len), Some(6), "{}", page.body);
+    assert_eq!(
+        v["components"].as_array().map(Vec::len),
+        Some(6),
+        "{}",
+        page.body
+    );
     let audit = hub.hub.db.audit_entries(50, None).await.expect("audit");
-    assert!(audit.iter().any(|e| e.action == "sbom.store" && e.outcome == "failure"));
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "sbom.store" && e.outcome == "failure")
+    );
     hub.hub.shutdown().await;
 }

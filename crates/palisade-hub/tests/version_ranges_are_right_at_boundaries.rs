@@ -9,7 +9,6 @@
 
 use palisade_hub::vuln::osv;
 use palisade_hub::vuln::versions::{Affects, Event, Range, Scheme};
-use std::path::Path;
 
 fn range(events: &[(&str, &str)]) -> Range {
     Range {
@@ -77,7 +76,10 @@ fn debian_boundaries() {
     assert!(r.contains(d, "2.36-9"));
     assert!(r.contains(d, "2.36-9+deb12u3"));
     assert!(!r.contains(d, "2.36-9+deb12u4"));
-    assert!(!r.contains(d, "2.36-9+deb12u10"), "numeric, not text, order");
+    assert!(
+        !r.contains(d, "2.36-9+deb12u10"),
+        "numeric, not text, order"
+    );
 }
 
 #[test]
@@ -104,7 +106,7 @@ fn listed_versions_match_exactly() {
 
 #[test]
 fn every_real_rustsec_range_is_right_at_its_boundaries() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/osv-rustsec/crates");
+    let dir = shared_data().join("osv-rustsec/crates");
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).expect("records") {
         let path = entry.expect("entry").path();
@@ -147,4 +149,17 @@ fn every_real_rustsec_range_is_right_at_its_boundaries() {
         }
     }
     assert!(checked > 2000, "{checked} boundaries checked");
+}
+
+/// `shared/data` beside the repository (the workspace's parent, or further up for a
+/// git worktree), or `PALISADE_SHARED_DATA`.
+fn shared_data() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("PALISADE_SHARED_DATA") {
+        return dir.into();
+    }
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("shared/data"))
+        .find(|d| d.is_dir())
+        .expect("shared/data (the OSV records and schemas) beside the repository")
 }

@@ -19,7 +19,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 fn records_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/osv-rustsec/crates")
+    shared_data().join("osv-rustsec/crates")
 }
 
 fn real_files() -> Vec<PathBuf> {
@@ -45,7 +45,11 @@ fn write_zip(path: &Path, entries: &[(String, Vec<u8>)]) {
     zip.finish().expect("finish");
 }
 
-async fn import(db: &Db, config: &Config, path: &Path) -> Result<vulndb::ImportReport, ImportError> {
+async fn import(
+    db: &Db,
+    config: &Config,
+    path: &Path,
+) -> Result<vulndb::ImportReport, ImportError> {
     vulndb::import_path(db, config, &Actor::cli(), path).await
 }
 
@@ -62,7 +66,9 @@ async fn osv_json_directory_and_zip_import_idempotently() {
     assert_eq!((r.files, r.counts.added, r.counts.updated), (1, 1, 0));
 
     // The whole directory: everything but the first is new.
-    let r = import(&db, &config, &records_dir()).await.expect("directory");
+    let r = import(&db, &config, &records_dir())
+        .await
+        .expect("directory");
     assert_eq!(r.files, files.len());
     assert_eq!(r.counts.added, files.len() - 1);
     assert_eq!(r.counts.unchanged, 1);
@@ -87,21 +93,30 @@ async fn osv_json_directory_and_zip_import_idempotently() {
         entries.push((name, serde_json::to_vec(&v).expect("json")));
         if i < 5 {
             v["id"] = Value::String(format!("TEST-NEW-{i}"));
-            entries.push((format!("TEST-NEW-{i}.json"), serde_json::to_vec(&v).expect("json")));
+            entries.push((
+                format!("TEST-NEW-{i}.json"),
+                serde_json::to_vec(&v).expect("json"),
+            ));
         }
     }
     let zip_path = dir.path().join("crates.io.zip");
     write_zip(&zip_path, &entries);
     let r = import(&db, &config, &zip_path).await.expect("zip");
     assert_eq!(r.files, 105);
-    assert_eq!((r.counts.added, r.counts.updated, r.counts.unchanged), (5, 20, 80));
+    assert_eq!(
+        (r.counts.added, r.counts.updated, r.counts.unchanged),
+        (5, 20, 80)
+    );
     let again = import(&db, &config, &zip_path).await.expect("zip again");
     assert_eq!(again.counts.unchanged, 105);
     let first_id = {
         let v: Value = serde_json::from_slice(&entries[0].1).expect("json");
         v["id"].as_str().expect("id").to_owned()
     };
-    let summaries = db.vuln_record_summaries(&[first_id.as_str()]).await.expect("summaries");
+    let summaries = db
+        .vuln_record_summaries(&[first_id.as_str()])
+        .await
+        .expect("summaries");
     assert_eq!(summaries[0].summary, "updated summary 0");
 
     // --- refused, naming the file, storing nothing -----------------------------------
@@ -115,7 +130,9 @@ async fn osv_json_directory_and_zip_import_idempotently() {
     }
     let broken = r#"{"id": "TEST-BROKEN-1", "summary": "no modified time", "affected": []}"#;
     std::fs::write(bad_dir.join("sub/broken-record.json"), broken).expect("write");
-    let err = import(&db, &config, &bad_dir).await.expect_err("broken record");
+    let err = import(&db, &config, &bad_dir)
+        .await
+        .expect_err("broken record");
     let message = err.to_string();
     assert!(matches!(err, ImportError::Invalid(_)), "{message}");
     assert!(message.contains("sub/broken-record.json"), "{message}");
@@ -129,36 +146,74 @@ async fn osv_json_directory_and_zip_import_idempotently() {
         &bad_zip,
         &[
             ("ok.json".into(), entries[0].1.clone()),
-            ("advisories/two-keys.json".into(), bad_event.as_bytes().to_vec()),
+            (
+                "advisories/two-keys.json".into(),
+                bad_event.as_bytes().to_vec(),
+            ),
         ],
     );
-    let message = import(&db, &config, &bad_zip).await.expect_err("bad entry").to_string();
-    assert!(message.contains("bad.zip!advisories/two-keys.json"), "{message}");
+    let message = import(&db, &config, &bad_zip)
+        .await
+        .expect_err("bad entry")
+        .to_string();
+    assert!(
+        message.contains("bad.zip!advisories/two-keys.json"),
+        "{message}"
+    );
 
     let not_json = dir.path().join("notes.json");
     std::fs::write(&not_json, "this is not JSON").expect("write");
-    let message = import(&db, &config, &not_json).await.expect_err("not json").to_string();
-    assert!(message.contains("notes.json") && message.contains("not JSON"), "{message}");
+    let message = import(&db, &config, &not_json)
+        .await
+        .expect_err("not json")
+        .to_string();
+    assert!(
+        message.contains("notes.json") && message.contains("not JSON"),
+        "{message}"
+    );
 
     let not_osv = dir.path().join("other.json");
     std::fs::write(&not_osv, r#"{"hello": "world"}"#).expect("write");
-    let message = import(&db, &config, &not_osv).await.expect_err("not OSV").to_string();
-    assert!(message.contains("other.json") && message.contains("OSV"), "{message}");
+    let message = import(&db, &config, &not_osv)
+        .await
+        .expect_err("not OSV")
+        .to_string();
+    assert!(
+        message.contains("other.json") && message.contains("OSV"),
+        "{message}"
+    );
 
     // Oversized: a 9 MiB file, and a zip entry of 9 MiB (compressed to almost nothing).
-    let mut big = br#"{"id": "TEST-BIG", "modified": "2024-01-01T00:00:00Z", "details": ""#.to_vec();
+    let mut big =
+        br#"{"id": "TEST-BIG", "modified": "2024-01-01T00:00:00Z", "details": ""#.to_vec();
     big.extend(std::iter::repeat_n(b'a', 9 * 1024 * 1024));
     big.extend(br#""}"#);
     let big_file = dir.path().join("big.json");
     std::fs::write(&big_file, &big).expect("write");
-    let message = import(&db, &config, &big_file).await.expect_err("big").to_string();
-    assert!(message.contains("big.json") && message.contains("larger"), "{message}");
+    let message = import(&db, &config, &big_file)
+        .await
+        .expect_err("big")
+        .to_string();
+    assert!(
+        message.contains("big.json") && message.contains("larger"),
+        "{message}"
+    );
     let bomb = dir.path().join("bomb.zip");
     write_zip(&bomb, &[("huge.json".into(), big)]);
-    let message = import(&db, &config, &bomb).await.expect_err("bomb").to_string();
-    assert!(message.contains("bomb.zip!huge.json") && message.contains("larger"), "{message}");
+    let message = import(&db, &config, &bomb)
+        .await
+        .expect_err("bomb")
+        .to_string();
+    assert!(
+        message.contains("bomb.zip!huge.json") && message.contains("larger"),
+        "{message}"
+    );
 
-    assert_eq!(db.vuln_record_count().await.expect("count"), before, "nothing was stored");
+    assert_eq!(
+        db.vuln_record_count().await.expect("count"),
+        before,
+        "nothing was stored"
+    );
     db.close().await;
 }
 
@@ -187,17 +242,40 @@ async fn api_import_is_for_administrators() {
     let report: Value = serde_json::from_str(&page.body).expect("json");
     assert_eq!(report["added"], 1);
     let page = admin
-        .send(post(&admin, &Value::Array(vec![body.clone(), body.clone()])))
+        .send(post(
+            &admin,
+            &Value::Array(vec![body.clone(), body.clone()]),
+        ))
         .await;
     let report: Value = serde_json::from_str(&page.body).expect("json");
     assert_eq!(report["added"], 0, "{}", page.body);
 
     let page = admin
-        .send(post(&admin, &serde_json::json!({"id": "X", "modified": "yesterday"})))
+        .send(post(
+            &admin,
+            &serde_json::json!({"id": "X", "modified": "yesterday"}),
+        ))
         .await;
     assert_eq!(page.status, 400, "{}", page.body);
     assert!(page.body.contains("modified"), "{}", page.body);
     let audit = hub.hub.db.audit_entries(50, None).await.expect("audit");
-    assert!(audit.iter().any(|e| e.action == "vulndb.import" && e.actor == common::ADMIN));
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "vulndb.import" && e.actor == common::ADMIN)
+    );
     hub.hub.shutdown().await;
+}
+
+/// `shared/data` beside the repository (the workspace's parent, or further up for a
+/// git worktree), or `PALISADE_SHARED_DATA`.
+fn shared_data() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("PALISADE_SHARED_DATA") {
+        return dir.into();
+    }
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("shared/data"))
+        .find(|d| d.is_dir())
+        .expect("shared/data (the OSV records and schemas) beside the repository")
 }

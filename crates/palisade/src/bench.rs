@@ -181,7 +181,11 @@ pub async fn run(action: BenchAction) -> Result<std::process::ExitCode> {
             work,
             rounds,
         } => {
-            if components.iter().chain(&records).any(|n| !(1..=1_000_000).contains(n)) {
+            if components
+                .iter()
+                .chain(&records)
+                .any(|n| !(1..=1_000_000).contains(n))
+            {
                 bail!("sizes must be between 1 and 1,000,000");
             }
             crate::vulndb_cli::bench(&seed, &work, &components, &records, rounds).await?

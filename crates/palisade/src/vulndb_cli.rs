@@ -60,12 +60,7 @@ pub async fn vulndb(action: VulndbAction) -> Result<ExitCode> {
                 for h in report.field_hits.iter().take(50) {
                     println!(
                         "  {} affects {} {} in {} {} ({} devices)",
-                        h.record,
-                        h.component,
-                        h.component_version,
-                        h.product,
-                        h.version,
-                        h.devices
+                        h.record, h.component, h.component_version, h.product, h.version, h.devices
                     );
                 }
             }
@@ -136,7 +131,11 @@ fn sbom_for(records: &[Record], n: usize) -> Vec<Component> {
                         .unwrap_or_else(|| "0.1.0".into());
                     (a.ecosystem.clone(), a.name.clone(), v)
                 }
-                _ => ("crates.io".into(), format!("unknown-package-{i}"), "1.0.0".into()),
+                _ => (
+                    "crates.io".into(),
+                    format!("unknown-package-{i}"),
+                    "1.0.0".into(),
+                ),
             };
             Component {
                 purl: format!("pkg:cargo/{name}@{version}"),
@@ -165,7 +164,9 @@ pub async fn bench(
         seeds.len(),
         seed_dir.display()
     );
-    println!("records  components  import_s  records_per_s  match_ms(median of {rounds})  findings");
+    println!(
+        "records  components  import_s  records_per_s  match_ms(median of {rounds})  findings"
+    );
     for &m in records {
         let path = work.join(format!("vulnmatch-{m}.sqlite"));
         let _ = std::fs::remove_file(&path);

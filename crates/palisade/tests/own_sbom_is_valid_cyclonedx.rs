@@ -60,8 +60,12 @@ sys.exit(1 if errors else 0)
 fn validate(python: &Path, doc: &Value, dir: &Path) -> (bool, String) {
     let file = dir.join("sbom.json");
     std::fs::write(&file, doc.to_string()).expect("write");
-    let schemas = workspace().join("../shared/data/schemas/cyclonedx");
-    assert!(schemas.join("bom-1.5.schema.json").exists(), "{}", schemas.display());
+    let schemas = shared_data().join("schemas/cyclonedx");
+    assert!(
+        schemas.join("bom-1.5.schema.json").exists(),
+        "{}",
+        schemas.display()
+    );
     let out = Command::new(python)
         .args(["-c", VALIDATE])
         .arg(&schemas)
@@ -87,7 +91,9 @@ fn lock() -> BTreeMap<String, Vec<String>> {
         if let Some(n) = line.strip_prefix("name = ") {
             name = Some(n.trim_matches('"').to_owned());
         } else if let (Some(v), Some(n)) = (line.strip_prefix("version = "), name.take()) {
-            out.entry(n).or_default().push(v.trim_matches('"').to_owned());
+            out.entry(n)
+                .or_default()
+                .push(v.trim_matches('"').to_owned());
         }
     }
     out
@@ -99,7 +105,11 @@ fn own_sbom_validates_and_lists_the_linked_packages() {
         .arg("sbom")
         .output()
         .expect("palisade sbom runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(doc["bomFormat"], "CycloneDX");
     assert_eq!(doc["specVersion"], "1.5");
@@ -111,8 +121,21 @@ fn own_sbom_validates_and_lists_the_linked_packages() {
     let lock = lock();
     // Direct dependencies of the hub, the agent and the binary.
     for name in [
-        "axum", "sqlx", "rustls", "tokio", "ring", "argon2", "askama", "lettre", "zip",
-        "reqwest", "tough", "clap", "palisade-hub", "palisade-agent", "palisade-crypto",
+        "axum",
+        "sqlx",
+        "rustls",
+        "tokio",
+        "ring",
+        "argon2",
+        "askama",
+        "lettre",
+        "zip",
+        "reqwest",
+        "tough",
+        "clap",
+        "palisade-hub",
+        "palisade-agent",
+        "palisade-crypto",
     ] {
         let c = by_name
             .get(name)
@@ -126,9 +149,13 @@ fn own_sbom_validates_and_lists_the_linked_packages() {
     }
     // Every component is a package the lock file pins, at that version.
     for c in components {
-        let (name, version) = (c["name"].as_str().expect("name"), c["version"].as_str().expect("version"));
+        let (name, version) = (
+            c["name"].as_str().expect("name"),
+            c["version"].as_str().expect("version"),
+        );
         assert!(
-            lock.get(name).is_some_and(|vs| vs.iter().any(|v| v == version)),
+            lock.get(name)
+                .is_some_and(|vs| vs.iter().any(|v| v == version)),
             "{name} {version} is not in Cargo.lock"
         );
     }
@@ -137,7 +164,10 @@ fn own_sbom_validates_and_lists_the_linked_packages() {
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let (ok, why) = validate(&python, &doc, dir.path());
-    assert!(ok, "palisade sbom does not validate against CycloneDX 1.5:\n{why}");
+    assert!(
+        ok,
+        "palisade sbom does not validate against CycloneDX 1.5:\n{why}"
+    );
 
     let mut broken = doc.clone();
     broken["components"][0]
@@ -150,4 +180,17 @@ fn own_sbom_validates_and_lists_the_linked_packages() {
     broken["components"][0]["type"] = Value::String("gadget".into());
     let (ok, _) = validate(&python, &broken, dir.path());
     assert!(!ok, "an unknown component type must fail validation");
+}
+
+/// `shared/data` beside the repository (the workspace's parent, or further up for a
+/// git worktree), or `PALISADE_SHARED_DATA`.
+fn shared_data() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("PALISADE_SHARED_DATA") {
+        return dir.into();
+    }
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("shared/data"))
+        .find(|d| d.is_dir())
+        .expect("shared/data (the OSV records and schemas) beside the repository")
 }

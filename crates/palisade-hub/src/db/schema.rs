@@ -20,7 +20,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "device agent version and ownership start", V5),
     (6, "vulnerability reports and their messages", V6),
     (7, "privacy policy versions, acceptances, consents", V7),
-    (9, "offline vulnerability database, SBOMs and their components", V9),
+    (
+        9,
+        "offline vulnerability database, SBOMs and their components",
+        V9,
+    ),
 ];
 
 /// The newest schema this binary understands.

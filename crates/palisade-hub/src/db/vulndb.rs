@@ -111,7 +111,11 @@ impl Db {
         }
         let batch: Vec<&Record> = records
             .iter()
-            .filter(|r| newest.get(r.id.as_str()).is_some_and(|n| std::ptr::eq(*n, *r)))
+            .filter(|r| {
+                newest
+                    .get(r.id.as_str())
+                    .is_some_and(|n| std::ptr::eq(*n, *r))
+            })
             .collect();
         for chunk in batch.chunks(KEYS_PER_QUERY) {
             let q = format!(
@@ -377,7 +381,10 @@ impl Db {
                     version: r.try_get("component_version")?,
                     purl: r.try_get("purl")?,
                     ecosystem: r.try_get("ecosystem")?,
-                    package: key.split_once('|').map(|(_, n)| n.to_owned()).unwrap_or(key),
+                    package: key
+                        .split_once('|')
+                        .map(|(_, n)| n.to_owned())
+                        .unwrap_or(key),
                 })
             })
             .collect::<Result<Vec<_>>>()?;

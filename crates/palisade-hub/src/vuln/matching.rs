@@ -66,11 +66,16 @@ pub async fn match_components(db: &Db, components: &[Component]) -> Result<Vec<F
         })
         .collect();
     out.sort_by(|a, b| {
-        (a.component.as_str(), a.version.as_str(), a.vulnerability.id.as_str()).cmp(&(
-            b.component.as_str(),
-            b.version.as_str(),
-            b.vulnerability.id.as_str(),
-        ))
+        (
+            a.component.as_str(),
+            a.version.as_str(),
+            a.vulnerability.id.as_str(),
+        )
+            .cmp(&(
+                b.component.as_str(),
+                b.version.as_str(),
+                b.vulnerability.id.as_str(),
+            ))
     });
     Ok(out)
 }

@@ -128,7 +128,9 @@ pub fn parse_record(value: Value) -> Result<Record, String> {
             continue;
         };
         if package.ecosystem.trim().is_empty() || package.name.trim().is_empty() {
-            return Err(format!("{id}: an affected package has no ecosystem or name"));
+            return Err(format!(
+                "{id}: an affected package has no ecosystem or name"
+            ));
         }
         let mut ranges = Vec::new();
         for r in a.ranges.unwrap_or_default() {

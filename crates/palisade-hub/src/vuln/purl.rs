@@ -55,7 +55,10 @@ pub fn parse(purl: &str) -> Option<Package> {
     };
     let (kind, path) = path.split_once('/')?;
     let kind = kind.to_ascii_lowercase();
-    if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+    if kind.is_empty()
+        || !kind
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
     {
         return None;
     }

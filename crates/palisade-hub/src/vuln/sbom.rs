@@ -105,10 +105,14 @@ fn string<'a>(v: &'a Value, field: &str) -> Result<Option<&'a str>, SbomError> {
 
 fn bounded(s: &str, max: usize, what: &str) -> Result<String, SbomError> {
     if s.len() > max {
-        return Err(err(format!("A component {what} is longer than {max} bytes.")));
+        return Err(err(format!(
+            "A component {what} is longer than {max} bytes."
+        )));
     }
     if s.chars().any(char::is_control) {
-        return Err(err(format!("A component {what} contains control characters.")));
+        return Err(err(format!(
+            "A component {what} contains control characters."
+        )));
     }
     Ok(s.to_owned())
 }

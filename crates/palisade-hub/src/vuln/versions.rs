@@ -280,8 +280,7 @@ fn verrevcmp(a: &str, b: &str) -> Ordering {
     let (mut i, mut j) = (0, 0);
     while i < a.len() || j < b.len() {
         // The non-digit prefix, character by character.
-        while (i < a.len() && !a[i].is_ascii_digit()) || (j < b.len() && !b[j].is_ascii_digit())
-        {
+        while (i < a.len() && !a[i].is_ascii_digit()) || (j < b.len() && !b[j].is_ascii_digit()) {
             let ac = debian_order(a.get(i).copied());
             let bc = debian_order(b.get(j).copied());
             if ac != bc {
@@ -539,7 +538,10 @@ mod tests {
         assert!(r.contains(s, "1.2.0"), "introduced is inclusive");
         assert!(r.contains(s, "1.2.4"));
         assert!(!r.contains(s, "1.2.5"), "fixed is exclusive");
-        assert!(r.contains(s, "1.2.5-rc.1"), "a pre-release of the fix is below it");
+        assert!(
+            r.contains(s, "1.2.5-rc.1"),
+            "a pre-release of the fix is below it"
+        );
         let r = range(&[i("0"), la("2.0.0")]);
         assert!(r.contains(s, "0.0.1"));
         assert!(r.contains(s, "2.0.0"), "last_affected is inclusive");

@@ -142,7 +142,10 @@ fn read_zip(path: &Path) -> Result<(usize, Vec<Record>), ImportError> {
             continue;
         }
         if entry.size() > MAX_RECORD_BYTES as u64 {
-            return Err(invalid(&name, format!("larger than {MAX_RECORD_BYTES} bytes")));
+            return Err(invalid(
+                &name,
+                format!("larger than {MAX_RECORD_BYTES} bytes"),
+            ));
         }
         // The header's size may lie: read at most one byte past the bound.
         let mut bytes = Vec::new();
@@ -152,7 +155,10 @@ fn read_zip(path: &Path) -> Result<(usize, Vec<Record>), ImportError> {
             .map_err(|e| invalid(&name, e))?;
         total += bytes.len() as u64;
         if total > MAX_TOTAL_BYTES {
-            return Err(invalid(&shown, format!("more than {MAX_TOTAL_BYTES} bytes unpacked")));
+            return Err(invalid(
+                &shown,
+                format!("more than {MAX_TOTAL_BYTES} bytes unpacked"),
+            ));
         }
         records.extend(osv::parse_document(&bytes).map_err(|e| invalid(&name, e))?);
         files += 1;
@@ -171,8 +177,8 @@ pub async fn import_path(
     let (files, records) = tokio::task::spawn_blocking(move || read_path(&owned))
         .await
         .map_err(|e| crate::error::Error::Task(e.to_string()))??;
-    let mut report = import_records(db, config, actor, &records, &path.display().to_string())
-        .await?;
+    let mut report =
+        import_records(db, config, actor, &records, &path.display().to_string()).await?;
     report.files = files;
     Ok(report)
 }

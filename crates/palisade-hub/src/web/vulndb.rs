@@ -108,8 +108,15 @@ pub async fn store(
     let parsed = match sbom::parse(&body) {
         Ok(s) => s,
         Err(e) => {
-            accounts::audit(&state.db, &actor, "sbom.store", &target, Outcome::Failure, &e.0)
-                .await?;
+            accounts::audit(
+                &state.db,
+                &actor,
+                "sbom.store",
+                &target,
+                Outcome::Failure,
+                &e.0,
+            )
+            .await?;
             return Err(WebError::BadRequest(e.0));
         }
     };
