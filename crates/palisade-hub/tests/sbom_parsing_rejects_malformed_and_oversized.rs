@@ -137,7 +137,7 @@ fn bounds_hold() {
     let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
     assert!(
         sbom::parse(deep.as_bytes())
-            .unwrap_err()
+            .expect_err("refused")
             .0
             .contains("nests")
     );
@@ -148,7 +148,7 @@ fn bounds_hold() {
     let doc = json!({"bomFormat": "CycloneDX", "specVersion": "1.5", "components": [nested]});
     assert!(
         sbom::parse(doc.to_string().as_bytes())
-            .unwrap_err()
+            .expect_err("refused")
             .0
             .contains("nests")
     );
@@ -164,7 +164,7 @@ fn bounds_hold() {
     let doc = json!({"bomFormat": "CycloneDX", "specVersion": "1.5", "components": many});
     assert!(
         sbom::parse(doc.to_string().as_bytes())
-            .unwrap_err()
+            .expect_err("refused")
             .0
             .contains("more than")
     );
@@ -174,14 +174,14 @@ fn bounds_hold() {
     let doc = json!({"spdxVersion": "SPDX-2.3", "packages": many});
     assert!(
         sbom::parse(doc.to_string().as_bytes())
-            .unwrap_err()
+            .expect_err("refused")
             .0
             .contains("more than")
     );
 
     // Size.
     let big = vec![b' '; MAX_SBOM_BYTES + 1];
-    assert!(sbom::parse(&big).unwrap_err().0.contains("larger"));
+    assert!(sbom::parse(&big).expect_err("refused").0.contains("larger"));
 }
 
 /// A small deterministic generator (xorshift), so failures reproduce.
