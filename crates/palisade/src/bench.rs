@@ -104,6 +104,26 @@ pub enum BenchAction {
         #[arg(long)]
         mosquitto_key: PathBuf,
     },
+    /// Vulnerability matching: synthetic OSV records (seeded from real ones, renamed)
+    /// imported into a fresh SQLite database, then SBOMs of each size matched against
+    /// it; prints import and match times for every combination
+    Vulnmatch {
+        /// SBOM sizes (components), comma-separated
+        #[arg(long, value_delimiter = ',', default_values_t = [1000usize, 5000])]
+        components: Vec<usize>,
+        /// Database sizes (records), comma-separated
+        #[arg(long, value_delimiter = ',', default_values_t = [50_000usize, 200_000])]
+        records: Vec<usize>,
+        /// Real OSV records to copy (a directory of JSON files, or an OSV zip)
+        #[arg(long, default_value = "../shared/data/osv-rustsec/crates")]
+        seed: PathBuf,
+        /// Directory for the throwaway databases
+        #[arg(long, default_value = "target/bench-vulnmatch")]
+        work: PathBuf,
+        /// Matches timed per combination (the median is printed)
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+        rounds: u32,
+    },
 }
 
 pub async fn run(action: BenchAction) -> Result<std::process::ExitCode> {
@@ -153,6 +173,22 @@ pub async fn run(action: BenchAction) -> Result<std::process::ExitCode> {
         } => {
             let tls = client_config(&mosquitto_ca, &mosquitto_cert, &mosquitto_key)?;
             commands(count, &work, mosquitto, Arc::new(tls)).await?
+        }
+        BenchAction::Vulnmatch {
+            components,
+            records,
+            seed,
+            work,
+            rounds,
+        } => {
+            if components
+                .iter()
+                .chain(&records)
+                .any(|n| !(1..=1_000_000).contains(n))
+            {
+                bail!("sizes must be between 1 and 1,000,000");
+            }
+            crate::vulndb_cli::bench(&seed, &work, &components, &records, rounds).await?
         }
     }
     Ok(std::process::ExitCode::SUCCESS)

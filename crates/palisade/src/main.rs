@@ -17,6 +17,7 @@ mod bench;
 mod demo;
 mod privacy_cli;
 mod release_cli;
+mod vulndb_cli;
 
 #[derive(Parser)]
 #[command(name = "palisade", version, about = "Palisade: a secure-by-default IoT hub", long_about = None)]
@@ -119,6 +120,14 @@ enum Command {
         #[command(subcommand)]
         action: RetentionAction,
     },
+    /// The offline vulnerability database (OSV records) that SBOMs are matched against
+    Vulndb {
+        #[command(subcommand)]
+        action: vulndb_cli::VulndbAction,
+    },
+    /// Print Palisade's own components (hub and agent) as a CycloneDX 1.5 JSON SBOM,
+    /// generated at build time from Cargo.lock
+    Sbom,
     /// Load clients for `scripts/bench-fleet.sh` (benchmarks only)
     Bench {
         #[command(subcommand)]
@@ -412,6 +421,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Privacy { action } => privacy_cli::privacy(action).await,
         Command::Secrets { action } => privacy_cli::secrets(action).await,
         Command::Retention { action } => retention(action).await,
+        Command::Vulndb { action } => vulndb_cli::vulndb(action).await,
+        Command::Sbom => vulndb_cli::print_own_sbom(),
         Command::Bench { action } => bench::run(action).await,
         Command::Keys { action } => release_cli::keys(action),
         Command::Release { action } => release_cli::release(action).await,

@@ -22,6 +22,7 @@ mod schema;
 pub mod sessions;
 pub mod tokens;
 pub mod users;
+pub mod vulndb;
 
 use crate::config::{Config, DatabaseLocation};
 use crate::error::{Error, Result};

@@ -22,6 +22,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "privacy policy versions, acceptances, consents", V7),
     (8, "releases, update reports, support periods", V8),
     (
+        9,
+        "offline vulnerability database, SBOMs and their components",
+        V9,
+    ),
+    (
         10,
         "advisories, affected ranges, owner notices",
         super::advisories::SCHEMA_V10,
@@ -353,6 +358,57 @@ const V5: &str = r#"
 ALTER TABLE devices ADD COLUMN agent_version TEXT NOT NULL DEFAULT '';
 ALTER TABLE devices ADD COLUMN owned_since_ms BIGINT;
 UPDATE devices SET owned_since_ms = created_at * 1000 WHERE owner_id IS NOT NULL;
+"#;
+
+/// The offline vulnerability database (VULN-4): OSV records, and their affected packages
+/// indexed by `pkg_key` (ecosystem|name, normalised); SBOMs per (product model, version)
+/// with their components indexed the same way. Keyed by the model and version strings,
+/// not by a release row, so an SBOM can exist before or without a release.
+const V9: &str = r#"
+CREATE TABLE vuln_records (
+    id TEXT PRIMARY KEY,
+    modified BIGINT NOT NULL,
+    published BIGINT NOT NULL,
+    withdrawn BIGINT NOT NULL,
+    aliases TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    imported_at BIGINT NOT NULL
+);
+CREATE TABLE vuln_affected (
+    record_id TEXT NOT NULL REFERENCES vuln_records(id) ON DELETE CASCADE,
+    seq BIGINT NOT NULL,
+    ecosystem TEXT NOT NULL,
+    name TEXT NOT NULL,
+    pkg_key TEXT NOT NULL,
+    affects TEXT NOT NULL,
+    PRIMARY KEY (record_id, seq)
+);
+CREATE INDEX vuln_affected_pkg ON vuln_affected (pkg_key);
+CREATE TABLE sboms (
+    product_id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    format TEXT NOT NULL,
+    spec_version TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    components BIGINT NOT NULL,
+    uploaded_by TEXT NOT NULL,
+    uploaded_at BIGINT NOT NULL,
+    PRIMARY KEY (product_id, version)
+);
+CREATE TABLE sbom_components (
+    product_id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    name TEXT NOT NULL,
+    component_version TEXT NOT NULL,
+    purl TEXT NOT NULL,
+    ecosystem TEXT NOT NULL,
+    pkg_key TEXT NOT NULL,
+    PRIMARY KEY (product_id, version, seq)
+);
+CREATE INDEX sbom_components_pkg ON sbom_components (pkg_key);
+CREATE INDEX vuln_devices_model_firmware ON devices (product_id, firmware_version);
 "#;
 
 pub(super) async fn current_version(db: &Db) -> Result<i64> {

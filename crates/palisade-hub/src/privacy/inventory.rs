@@ -296,6 +296,33 @@ pub const CATEGORIES: &[Category] = &[
         personal: false,
         encrypted: false,
     },
+    Category {
+        name: "Releases and updates",
+        tables: "releases, update_reports, support_periods",
+        what: "signed releases of each product model (version, image hash, notes, who published it), the install steps each device reports (downloading, verified, installed, committed, rolled back, failed with the reason and the downtime), and each model's published end of security updates",
+        purpose: "to deliver verified security updates, to see and stop a failing rollout, and to publish how long each model is supported",
+        retention: "releases and support dates permanently (devices in the field may need them); the newest 100 install reports per device, deleted with the device",
+        personal: false,
+        encrypted: false,
+    },
+    Category {
+        name: "Security advisories and notices",
+        tables: "advisories, advisory_affected, advisory_numbers, notices",
+        what: "published and draft security advisories with their affected versions, and the notices in your console inbox (security advisories, policy changes)",
+        purpose: "to tell you which devices are affected by a vulnerability and what to do",
+        retention: "advisories permanently; your notices as long as the account exists",
+        personal: true,
+        encrypted: false,
+    },
+    Category {
+        name: "Software bills of materials and known vulnerabilities",
+        tables: "sboms, sbom_components, vuln_records, vuln_affected",
+        what: "the components of each release (from its SBOM) and the public vulnerability records imported to match them",
+        purpose: "to find releases and devices that run components with known vulnerabilities",
+        retention: "until replaced by a newer SBOM or record",
+        personal: false,
+        encrypted: false,
+    },
 ];
 
 /// One declared telemetry field of one product model.

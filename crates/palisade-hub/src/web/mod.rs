@@ -14,6 +14,7 @@ pub mod pages;
 pub mod privacy;
 pub mod reports_api;
 pub mod updates;
+pub mod vulndb;
 
 use crate::auth::Auth;
 use crate::config::Config;
@@ -497,6 +498,38 @@ fn routes(state: AppState) -> Routes {
             post(updates::publish).layer(DefaultBodyLimit::max(
                 crate::updates::repo::MAX_METADATA_BYTES + 16 * 1024,
             )),
+        )
+        // SBOMs and known vulnerabilities (VULN-4, VULN-5); bodies up to the SBOM and
+        // import bounds, read only after the access check.
+        .add(
+            "POST",
+            "/api/v1/products/{model}/versions/{version}/sbom",
+            Staff,
+            post(vulndb::store).layer(DefaultBodyLimit::max(crate::vuln::sbom::MAX_SBOM_BYTES)),
+        )
+        .add(
+            "GET",
+            "/api/v1/products/{model}/versions/{version}/sbom",
+            Staff,
+            get(vulndb::show),
+        )
+        .add(
+            "GET",
+            "/api/v1/devices/{id}/vulnerabilities",
+            Signed,
+            get(vulndb::device),
+        )
+        .add(
+            "POST",
+            "/api/v1/vulndb/import",
+            Admin,
+            post(vulndb::import).layer(DefaultBodyLimit::max(vulndb::MAX_IMPORT_BYTES)),
+        )
+        .add(
+            "GET",
+            "/products/{model}/versions/{version}/vulnerabilities",
+            Staff,
+            get(vulndb::page),
         )
         // The claim code in the body is the credential (AUTH-2); see `middleware::csrf`.
         .add("POST", devices::ENROL_PATH, Public, post(devices::enroll))
