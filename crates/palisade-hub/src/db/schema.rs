@@ -20,10 +20,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "device agent version and ownership start", V5),
     (6, "vulnerability reports and their messages", V6),
     (7, "privacy policy versions, acceptances, consents", V7),
+    (12, "recent re-authentication of a session", V12),
 ];
 
 /// The newest schema this binary understands.
-pub const LATEST_VERSION: i64 = 7;
+pub const LATEST_VERSION: i64 = 12;
 
 /// How many migrations there are (versions may have gaps while branches are merged).
 pub const MIGRATION_COUNT: i64 = MIGRATIONS.len() as i64;
@@ -231,6 +232,13 @@ CREATE TABLE consents (
     changed_at BIGINT NOT NULL,
     PRIMARY KEY (user_id, purpose)
 );
+"#;
+
+/// When the session's holder last typed their password (and second factor) again: an
+/// export or deletion of the account needs it within the last few minutes (DATA-3,
+/// DATA-4; see `web::reauth`). 0 = never.
+const V12: &str = r#"
+ALTER TABLE sessions ADD COLUMN reauth_at BIGINT NOT NULL DEFAULT 0;
 "#;
 
 // `previous_cert_sha256`: the certificate a renewal replaced, still accepted until the

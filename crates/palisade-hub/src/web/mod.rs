@@ -9,8 +9,10 @@ pub mod devices;
 pub mod disclosure;
 pub mod error;
 pub mod middleware;
+pub mod owner_privacy;
 pub mod pages;
 pub mod privacy;
+pub mod reauth;
 pub mod reports_api;
 
 use crate::auth::Auth;
@@ -324,6 +326,38 @@ fn routes(state: AppState) -> Routes {
             "/api/v1/devices/{id}/events",
             Signed,
             get(devices::list_events),
+        )
+        // The owner's data (DATA-3, DATA-4): export and deletion need a recent
+        // re-authentication (`reauth`), checked in the handlers.
+        .add(
+            "GET",
+            "/account/privacy",
+            Signed,
+            get(owner_privacy::page),
+        )
+        .add(
+            "POST",
+            "/account/privacy/reauth",
+            Signed,
+            post(owner_privacy::reauth_submit),
+        )
+        .add(
+            "GET",
+            "/account/export",
+            Signed,
+            get(owner_privacy::export_download),
+        )
+        .add(
+            "POST",
+            "/account/delete",
+            Signed,
+            post(owner_privacy::delete_submit),
+        )
+        .add(
+            "GET",
+            "/api/v1/me/export",
+            Signed,
+            get(owner_privacy::export_api),
         )
         // The claim code in the body is the credential (AUTH-2); see `middleware::csrf`.
         .add("POST", devices::ENROL_PATH, Public, post(devices::enroll))
