@@ -24,7 +24,12 @@ const MARKER: &str = "zqmarker7f3a9c";
 const PASSWORD: &str = "juniper cobalt harbour violin";
 
 /// Invite an owner with a chosen e-mail address; returns the signed-in browser.
-async fn invite_with_email(hub: &TestHub, admin: &mut Browser, username: &str, email: &str) -> Browser {
+async fn invite_with_email(
+    hub: &TestHub,
+    admin: &mut Browser,
+    username: &str,
+    email: &str,
+) -> Browser {
     admin.get("/users").await;
     let page = admin
         .post_form(
@@ -62,14 +67,26 @@ async fn seed(db: &Db, owner: &UserId, devices: &[DeviceId]) {
     for d in devices {
         let since = own(db, d, owner).await;
         let rows: Vec<_> = (0..2_000i64)
-            .map(|i| (d.clone(), since + i, format!(r#"{{"seq":{i},"label":"{MARKER}-{i}"}}"#)))
+            .map(|i| {
+                (
+                    d.clone(),
+                    since + i,
+                    format!(r#"{{"seq":{i},"label":"{MARKER}-{i}"}}"#),
+                )
+            })
             .collect();
         for chunk in rows.chunks(500) {
             db.insert_telemetry_batch(chunk).await.expect("telemetry");
         }
-        db.insert_device_event(d, since + 1, "note", EventSource::Device, &format!(r#"{{"event":"{MARKER}"}}"#))
-            .await
-            .expect("event");
+        db.insert_device_event(
+            d,
+            since + 1,
+            "note",
+            EventSource::Device,
+            &format!(r#"{{"event":"{MARKER}"}}"#),
+        )
+        .await
+        .expect("event");
     }
     db.create_api_token(owner, &format!("{MARKER}-token"), 3600)
         .await
@@ -80,7 +97,11 @@ fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).expect("data dir") {
         let path = entry.expect("entry").path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         if path.is_file() && name.starts_with("palisade.sqlite3") {
             let bytes = std::fs::read(&path).expect("read");
             if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
@@ -117,24 +138,38 @@ async fn a_deleted_account_leaves_no_trace_in_the_database_files() {
     let e1 = hub.enroll_device(&product).await.id;
     seed(db, &dora_id, &[d1.clone(), d2.clone()]).await;
     own(db, &e1, &erin_id).await;
-    db.insert_telemetry_batch(&[(e1.clone(), palisade_hub::telemetry::now_ms(), r#"{"label":"erin"}"#.into())])
+    db.insert_telemetry_batch(&[(
+        e1.clone(),
+        palisade_hub::telemetry::now_ms(),
+        r#"{"label":"erin"}"#.into(),
+    )])
+    .await
+    .expect("telemetry");
+    dora.post_form("/account/marketing", &[("marketing", "on")])
+        .await;
+    let (_, dora_token) = db
+        .create_api_token(&dora_id, "script", 3600)
         .await
-        .expect("telemetry");
-    dora.post_form("/account/marketing", &[("marketing", "on")]).await;
-    let (_, dora_token) = db.create_api_token(&dora_id, "script", 3600).await.expect("token");
+        .expect("token");
     let session = dora.session().expect("session");
 
     // Attack: no recent re-authentication: refused, nothing deleted.
     dora.get("/account/privacy").await;
-    let page = dora.post_form("/account/delete", &[("confirm", "owner-dora")]).await;
+    let page = dora
+        .post_form("/account/delete", &[("confirm", "owner-dora")])
+        .await;
     assert_eq!(page.status, 403, "{}", page.body);
     assert!(db.user(&dora_id).await.expect("db").is_some());
     // Attack: re-authenticated, but the confirmation is not her user name.
-    let page = dora.post_form("/account/privacy/reauth", &[("password", PASSWORD)]).await;
+    let page = dora
+        .post_form("/account/privacy/reauth", &[("password", PASSWORD)])
+        .await;
     assert_eq!(page.status, 303, "{}", page.body);
     let page = dora.get("/account/privacy").await;
     assert!(page.body.contains("id=\"delete-form\""), "{}", page.body);
-    let page = dora.post_form("/account/delete", &[("confirm", "yes")]).await;
+    let page = dora
+        .post_form("/account/delete", &[("confirm", "yes")])
+        .await;
     assert!(page.body.contains("Type your user name"), "{}", page.body);
     assert!(db.user(&dora_id).await.expect("db").is_some());
     // Attack: the last administrator cannot delete their account, even re-authenticated.
@@ -142,24 +177,38 @@ async fn a_deleted_account_leaves_no_trace_in_the_database_files() {
     // The next step: enrolment used the current one, and a step works once.
     let code = admin_secret.code_at(common::now() + 30).expect("code");
     let page = admin
-        .post_form("/account/privacy/reauth", &[("password", common::ADMIN_PASSWORD), ("code", &code)])
+        .post_form(
+            "/account/privacy/reauth",
+            &[("password", common::ADMIN_PASSWORD), ("code", &code)],
+        )
         .await;
     assert_eq!(page.status, 303, "{}", page.body);
     let page = admin.get("/account/privacy").await;
     assert!(page.body.contains("id=\"last-admin\""), "{}", page.body);
-    let page = admin.post_form("/account/delete", &[("confirm", common::ADMIN)]).await;
+    let page = admin
+        .post_form("/account/delete", &[("confirm", common::ADMIN)])
+        .await;
     assert!(page.body.contains("last administrator"), "{}", page.body);
     assert_eq!(db.active_admin_count().await.expect("db"), 1);
 
     // Dora deletes her account.
     dora.get("/account/privacy").await;
-    let page = dora.post_form("/account/delete", &[("confirm", "owner-dora")]).await;
+    let page = dora
+        .post_form("/account/delete", &[("confirm", "owner-dora")])
+        .await;
     assert_eq!(page.status, 200, "{}", page.body);
-    assert!(page.body.contains("Your account and your data were deleted"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("Your account and your data were deleted"),
+        "{}",
+        page.body
+    );
     assert!(dora.session().is_none(), "the session cookie is cleared");
 
     // The confirmation reached the former address; then its outbox row is gone too.
-    let mail = hub.wait_for_mail(&email, "was deleted at your request").await;
+    let mail = hub
+        .wait_for_mail(&email, "was deleted at your request")
+        .await;
     assert!(mail.contains("2 devices were released"), "{mail}");
     let mut outbox_empty = false;
     for _ in 0..100 {
@@ -194,7 +243,8 @@ async fn a_deleted_account_leaves_no_trace_in_the_database_files() {
     let page = again.sign_in("owner-dora", PASSWORD, None).await;
     assert_ne!(page.location(), "/", "{}", page.body);
     let mut old = hub.browser();
-    old.cookies.insert("__Host-palisade_session".into(), session);
+    old.cookies
+        .insert("__Host-palisade_session".into(), session);
     let page = old.get("/account").await;
     assert_ne!(page.status, 200);
     let r = old
@@ -203,12 +253,13 @@ async fn a_deleted_account_leaves_no_trace_in_the_database_files() {
     assert_eq!(old.send(r).await.status, 401);
 
     // The user name survives only in audit entries written before the deletion.
-    let users_named: i64 = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE username = 'owner-dora'")
-        .fetch_one(db.pool())
-        .await
-        .expect("users")
-        .try_get("n")
-        .expect("n");
+    let users_named: i64 =
+        sqlx::query("SELECT COUNT(*) AS n FROM users WHERE username = 'owner-dora'")
+            .fetch_one(db.pool())
+            .await
+            .expect("users")
+            .try_get("n")
+            .expect("n");
     assert_eq!(users_named, 0);
     let report = db.verify_audit_chain().await.expect("chain");
     assert_eq!(report.first_broken, None);
@@ -230,7 +281,13 @@ async fn a_deleted_account_leaves_no_trace_in_the_database_files() {
     let found = files_containing(&hub.data_dir(), MARKER);
     assert!(found.is_empty(), "marker found in {found:?}");
     // The scan works: Erin's e-mail (still an account) is found.
-    let erin_mail = db.user(&erin_id).await.expect("db").expect("erin").email.to_string();
+    let erin_mail = db
+        .user(&erin_id)
+        .await
+        .expect("db")
+        .expect("erin")
+        .email
+        .to_string();
     assert!(!files_containing(&hub.data_dir(), &erin_mail).is_empty());
 }
 
@@ -270,7 +327,10 @@ async fn on_postgres_the_deleted_rows_are_gone() {
         })
         .await
         .expect("user");
-    let codes = db.create_claim_codes(&product, 2, 3600).await.expect("codes");
+    let codes = db
+        .create_claim_codes(&product, 2, 3600)
+        .await
+        .expect("codes");
     let mut devices = Vec::new();
     for (i, c) in codes.iter().enumerate() {
         let id = DeviceId::generate();
@@ -281,9 +341,14 @@ async fn on_postgres_the_deleted_rows_are_gone() {
         devices.push(id);
     }
     seed(&db, &user.id, &devices).await;
-    db.enqueue_mail(email.as_str(), "hello", "body", palisade_hub::mail::Category::Security)
-        .await
-        .expect("mail");
+    db.enqueue_mail(
+        email.as_str(),
+        "hello",
+        "body",
+        palisade_hub::mail::Category::Security,
+    )
+    .await
+    .expect("mail");
 
     let erased = palisade_hub::privacy::erase::erase_account(&db, &user, "127.0.0.1", "Palisade")
         .await
@@ -313,7 +378,12 @@ async fn on_postgres_the_deleted_rows_are_gone() {
             )))
             .bind(format!("%{MARKER}%"));
         }
-        let n: i64 = q.fetch_one(db.pool()).await.expect("scan").try_get("n").expect("n");
+        let n: i64 = q
+            .fetch_one(db.pool())
+            .await
+            .expect("scan")
+            .try_get("n")
+            .expect("n");
         assert_eq!(n, 0, "marker in table {table}");
     }
     for d in &devices {

@@ -70,7 +70,11 @@ fn extract(zip: &Path, into: &Path) {
         .arg(into)
         .output()
         .expect("python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Parse RFC 4180 CSV (quoted fields may hold commas, quotes and newlines).
@@ -119,13 +123,18 @@ async fn an_export_holds_every_row_of_its_owner_and_nothing_else() {
     own(db, &b1, &bert_id).await;
 
     // Before Anna's ownership: not hers, never exported.
-    db.insert_telemetry_batch(&[(a1.clone(), since_a1 - 5_000, r#"{"label":"before-anna"}"#.into())])
-        .await
-        .expect("telemetry");
+    db.insert_telemetry_batch(&[(
+        a1.clone(),
+        since_a1 - 5_000,
+        r#"{"label":"before-anna"}"#.into(),
+    )])
+    .await
+    .expect("telemetry");
     // 12,000 rows for a1, three per millisecond, payloads with commas, quotes, newlines.
     let mut batch = Vec::new();
     for i in 0..12_000i64 {
-        let payload = serde_json::json!({ "seq": i, "label": format!("a,\"{}\"\nx", i % 7) }).to_string();
+        let payload =
+            serde_json::json!({ "seq": i, "label": format!("a,\"{}\"\nx", i % 7) }).to_string();
         batch.push((a1.clone(), since_a1 + 1 + i / 3, payload));
         if batch.len() == 1000 {
             db.insert_telemetry_batch(&batch).await.expect("telemetry");
@@ -133,24 +142,51 @@ async fn an_export_holds_every_row_of_its_owner_and_nothing_else() {
         }
     }
     for i in 0..25i64 {
-        batch.push((a2.clone(), since_a2 + i, format!(r#"{{"seq":{i},"temperature":20.5}}"#)));
+        batch.push((
+            a2.clone(),
+            since_a2 + i,
+            format!(r#"{{"seq":{i},"temperature":20.5}}"#),
+        ));
     }
     db.insert_telemetry_batch(&batch).await.expect("telemetry");
-    db.insert_telemetry_batch(&[(b1.clone(), since_a1 + 10, r#"{"label":"bert-secret-kitchen"}"#.into())])
-        .await
-        .expect("telemetry");
-    db.insert_device_event(&a1, since_a1 + 7, "online", EventSource::Device, r#"{"event":"online"}"#)
-        .await
-        .expect("event");
-    db.insert_device_event(&b1, since_a1 + 7, "online", EventSource::Device, r#"{"event":"bert-event"}"#)
-        .await
-        .expect("event");
+    db.insert_telemetry_batch(&[(
+        b1.clone(),
+        since_a1 + 10,
+        r#"{"label":"bert-secret-kitchen"}"#.into(),
+    )])
+    .await
+    .expect("telemetry");
+    db.insert_device_event(
+        &a1,
+        since_a1 + 7,
+        "online",
+        EventSource::Device,
+        r#"{"event":"online"}"#,
+    )
+    .await
+    .expect("event");
+    db.insert_device_event(
+        &b1,
+        since_a1 + 7,
+        "online",
+        EventSource::Device,
+        r#"{"event":"bert-event"}"#,
+    )
+    .await
+    .expect("event");
 
     // Anna opts in to marketing and makes an API token; Bert too (his must not appear).
     anna.get("/account").await;
-    anna.post_form("/account/marketing", &[("marketing", "on")]).await;
-    let (_, anna_token) = db.create_api_token(&anna_id, "anna-script", 3600).await.expect("token");
-    let (_, bert_token) = db.create_api_token(&bert_id, "bert-script", 3600).await.expect("token");
+    anna.post_form("/account/marketing", &[("marketing", "on")])
+        .await;
+    let (_, anna_token) = db
+        .create_api_token(&anna_id, "anna-script", 3600)
+        .await
+        .expect("token");
+    let (_, bert_token) = db
+        .create_api_token(&bert_id, "bert-script", 3600)
+        .await
+        .expect("token");
     bert.get("/account").await;
 
     // Attack: no recent re-authentication — the console export is refused.
@@ -161,19 +197,30 @@ async fn an_export_holds_every_row_of_its_owner_and_nothing_else() {
     let page = anna.get("/account/privacy").await;
     assert!(page.body.contains("id=\"reauth-form\""), "{}", page.body);
     let page = anna
-        .post_form("/account/privacy/reauth", &[("password", "wrong password entirely")])
+        .post_form(
+            "/account/privacy/reauth",
+            &[("password", "wrong password entirely")],
+        )
         .await;
     assert!(page.body.contains("not correct"), "{}", page.body);
     let (status, _, _) = download(&anna, "/account/export", &[]).await;
     assert_eq!(status, 403);
     // Attack: an API token alone (or with a wrong password) is refused.
     let bearer = format!("Bearer {anna_token}");
-    let (status, _, _) = download(&anna_api(&hub), "/api/v1/me/export", &[("authorization", &bearer)]).await;
+    let (status, _, _) = download(
+        &anna_api(&hub),
+        "/api/v1/me/export",
+        &[("authorization", &bearer)],
+    )
+    .await;
     assert_eq!(status, 403);
     let (status, _, _) = download(
         &anna_api(&hub),
         "/api/v1/me/export",
-        &[("authorization", &bearer), ("x-palisade-password", "not the password")],
+        &[
+            ("authorization", &bearer),
+            ("x-palisade-password", "not the password"),
+        ],
     )
     .await;
     assert_eq!(status, 403);
@@ -200,8 +247,14 @@ async fn an_export_holds_every_row_of_its_owner_and_nothing_else() {
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     let expected: BTreeSet<String> = [
-        "README.txt", "account.json", "consents.json", "devices.json",
-        "device_events.json", "telemetry.csv", "mail.json", "audit.json",
+        "README.txt",
+        "account.json",
+        "consents.json",
+        "devices.json",
+        "device_events.json",
+        "telemetry.csv",
+        "mail.json",
+        "audit.json",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -225,7 +278,10 @@ async fn an_export_holds_every_row_of_its_owner_and_nothing_else() {
         .fetch_all(db.pool())
         .await
         .expect("consents");
-    assert_eq!(consents["consents"].as_array().map(Vec::len), Some(stored.len()));
+    assert_eq!(
+        consents["consents"].as_array().map(Vec::len),
+        Some(stored.len())
+    );
     assert_eq!(consents["consents"][0]["purpose"], "marketing");
     assert_eq!(consents["consents"][0]["granted"], true);
 
@@ -318,7 +374,13 @@ async fn an_export_holds_every_row_of_its_owner_and_nothing_else() {
     .map(|r| r.try_get("seq").expect("seq"))
     .collect();
     assert_eq!(exported, stored);
-    assert!(audit.as_array().expect("a").iter().any(|e| e["action"] == "account.export"));
+    assert!(
+        audit
+            .as_array()
+            .expect("a")
+            .iter()
+            .any(|e| e["action"] == "account.export")
+    );
 
     // Nothing of Bert, and no secret of anyone.
     let everything: String = expected.iter().map(|n| read(n)).collect();
@@ -348,14 +410,20 @@ async fn an_export_holds_every_row_of_its_owner_and_nothing_else() {
     ];
     forbidden.extend(secret_columns);
     for f in &forbidden {
-        assert!(!everything.contains(f.as_str()), "the export contains {f:?}");
+        assert!(
+            !everything.contains(f.as_str()),
+            "the export contains {f:?}"
+        );
     }
 
     // The API: token plus password in the request gives the same telemetry.
     let (status, kind, zip) = download(
         &anna_api(&hub),
         "/api/v1/me/export",
-        &[("authorization", &bearer), ("x-palisade-password", PASSWORD)],
+        &[
+            ("authorization", &bearer),
+            ("x-palisade-password", PASSWORD),
+        ],
     )
     .await;
     assert_eq!((status, kind.as_str()), (200, "application/zip"));

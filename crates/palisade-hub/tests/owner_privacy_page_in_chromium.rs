@@ -88,8 +88,14 @@ async fn owner_exports_and_deletes_in_chromium() {
             );
         }
     }
-    assert!(output.status.success(), "browser test failed\n{stdout}\n{stderr}");
-    assert!(stdout.contains("re-auth -> export -> delete passed"), "{stdout}");
+    assert!(
+        output.status.success(),
+        "browser test failed\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("re-auth -> export -> delete passed"),
+        "{stdout}"
+    );
 
     // The hub agrees: the account is gone, the device released, both audited.
     assert!(db.user(&owner.id).await.expect("db").is_none());

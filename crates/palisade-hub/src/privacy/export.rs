@@ -192,7 +192,11 @@ pub async fn write(db: &Db, user: &User, tx: mpsc::Sender<Vec<u8>>) -> Result<Op
         let since = d.owned_since_ms.unwrap_or(i64::MAX);
         // Events are bounded per device (`MAX_EVENTS_PER_DEVICE`): one query each.
         let mut events = db
-            .device_events_since(&d.id, since, crate::db::device_events::MAX_EVENTS_PER_DEVICE)
+            .device_events_since(
+                &d.id,
+                since,
+                crate::db::device_events::MAX_EVENTS_PER_DEVICE,
+            )
             .await?;
         events.reverse();
         for e in events {

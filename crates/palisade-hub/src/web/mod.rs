@@ -329,12 +329,7 @@ fn routes(state: AppState) -> Routes {
         )
         // The owner's data (DATA-3, DATA-4): export and deletion need a recent
         // re-authentication (`reauth`), checked in the handlers.
-        .add(
-            "GET",
-            "/account/privacy",
-            Signed,
-            get(owner_privacy::page),
-        )
+        .add("GET", "/account/privacy", Signed, get(owner_privacy::page))
         .add(
             "POST",
             "/account/privacy/reauth",

@@ -95,8 +95,8 @@ async fn render_page(
         .current_policy()
         .await?
         .map_or_else(String::new, |p| p.version.to_string());
-    let last_admin = user.role == crate::db::users::Role::Admin
-        && state.db.active_admin_count().await? <= 1;
+    let last_admin =
+        user.role == crate::db::users::Role::Admin && state.db.active_admin_count().await? <= 1;
     pages::render(OwnerPrivacyPage {
         c,
         username: user.username.to_string(),
@@ -219,7 +219,10 @@ async fn stream_export(
     });
     let mut response = Body::new(ChannelBody(rx)).into_response();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);

@@ -60,13 +60,13 @@ pub async fn confirm(
     // A locked account (after failed attempts) cannot confirm either.
     let password_ok = !user.is_locked(now())
         && state
-        .auth
-        .verify(Password::new(password), user.password_hash.clone())
-        .await?;
+            .auth
+            .verify(Password::new(password), user.password_hash.clone())
+            .await?;
     // The code is checked only after the password, so a wrong password does not burn
     // a TOTP step or a recovery code.
-    let ok = password_ok
-        && (!user.has_mfa() || check_second_factor(state, user, code).await?.is_some());
+    let ok =
+        password_ok && (!user.has_mfa() || check_second_factor(state, user, code).await?.is_some());
     if !ok {
         accounts::record_failure(
             &state.db,
@@ -118,7 +118,16 @@ pub async fn require_recent(
             if password.is_empty() {
                 return Err(WebError::Forbidden);
             }
-            if confirm(state, principal, ip, &password, &header(CODE_HEADER), purpose).await? {
+            if confirm(
+                state,
+                principal,
+                ip,
+                &password,
+                &header(CODE_HEADER),
+                purpose,
+            )
+            .await?
+            {
                 Ok(())
             } else {
                 Err(WebError::Forbidden)
