@@ -5,7 +5,8 @@
 //! freed pages); the devices are released (must be claimed again), the confirmation
 //! e-mail reached the former address (and its outbox row is gone), sign-in and the old
 //! session and token fail, another owner's data is untouched, the audit chain still
-//! verifies. The user name is kept only in audit entries written before the deletion
+//! verifies; an unaccepted substantive policy change does not stand in the way. The
+//! user name is kept only in audit entries written before the deletion
 //! (documented in docs/privacy.md). On PostgreSQL the same deletion leaves no row with
 //! the marker. Attacks: deletion without a recent re-authentication, with a wrong
 //! confirmation, and by the last administrator, are refused.
@@ -153,6 +154,22 @@ async fn a_deleted_account_leaves_no_trace_in_the_database_files() {
         .expect("token");
     let session = dora.session().expect("session");
 
+    // A substantive policy change Dora has not accepted blocks the console, but not her
+    // own data pages: she may take her data and leave without accepting.
+    let policy = "# Policy\n\n## What data we collect\n\nYour e-mail address.\n\n## Why we collect it\n\nTo run the service.\n\n## Who receives it\n\nNo third parties.\n\n## How long we keep it\n\n30 days.\n\n## Your rights\n\nExport and delete on your account page.\n\n## Contact\n\nprivacy@example.org\n";
+    palisade_hub::privacy::publish(
+        db,
+        &palisade_hub::accounts::Actor::cli(),
+        policy,
+        palisade_hub::privacy::Change::Substantive,
+        "first policy",
+        &hub.hub.url(),
+    )
+    .await
+    .expect("publish");
+    assert_eq!(dora.get("/account").await.location(), "/privacy/accept");
+    assert_eq!(dora.get("/account/privacy").await.status, 200);
+
     // Attack: no recent re-authentication: refused, nothing deleted.
     dora.get("/account/privacy").await;
     let page = dora
@@ -236,7 +253,7 @@ async fn a_deleted_account_leaves_no_trace_in_the_database_files() {
     let e = db.device(&e1).await.expect("db").expect("e1");
     assert_eq!(e.owner_id.as_ref(), Some(&erin_id));
     assert_eq!(db.telemetry(&e1, 10).await.expect("db").len(), 1);
-    assert_eq!(erin.get("/account").await.status, 200);
+    assert_eq!(erin.get("/account/privacy").await.status, 200);
 
     // Sign-in, the old session and the API token all fail.
     let mut again = hub.browser();
