@@ -12,7 +12,10 @@
 //! events they sent since it claimed them (what the owner sees, ACC-3; earlier data
 //! went with earlier ownerships); the mail addressed to it; and the audit entries it
 //! caused or that name it (actor or target is its user name or id).
-//! Archive layout: see docs/privacy.md ("Export").
+//! Archive layout: see docs/privacy.md ("Export"). A new table holding an owner's data
+//! (for example the inbox `notices`) is one more section below, written like
+//! `mail.json`: a paged query by the owner's id, one JSON object per row, and a line in
+//! `README`; `privacy::erase` deletes it in its final transaction.
 
 use super::zip::ZipWriter;
 use crate::db::users::User;
