@@ -26,6 +26,9 @@ pub enum Category {
     Service,
     /// News and offers: only to owners who opted in (PRIV-2).
     Marketing,
+    /// The confirmation that an account was deleted (DATA-3): its outbox row (the
+    /// former address) is deleted once delivered instead of kept.
+    Erasure,
 }
 
 impl Category {
@@ -36,6 +39,7 @@ impl Category {
             Category::Disclosure => "disclosure",
             Category::Service => "service",
             Category::Marketing => "marketing",
+            Category::Erasure => "erasure",
         }
     }
 }
@@ -196,14 +200,22 @@ pub async fn deliver_due(db: &Db, delivery: &Delivery) -> Result<usize> {
         };
         match result {
             Ok(()) => {
-                // The body (it may hold a one-time link) is not kept once delivered.
-                sqlx::query(
-                    "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, body = '' WHERE id = $2",
-                )
-                .bind(now())
-                .bind(&id)
-                .execute(db.pool())
-                .await?;
+                // The body (it may hold a one-time link) is not kept once delivered;
+                // nor anything of an erasure confirmation (its account is gone).
+                if row.try_get::<String, _>("category")? == Category::Erasure.as_str() {
+                    sqlx::query("DELETE FROM outbox WHERE id = $1")
+                        .bind(&id)
+                        .execute(db.pool())
+                        .await?;
+                } else {
+                    sqlx::query(
+                        "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, body = '' WHERE id = $2",
+                    )
+                    .bind(now())
+                    .bind(&id)
+                    .execute(db.pool())
+                    .await?;
+                }
                 delivered += 1;
             }
             Err(e) => {

@@ -124,6 +124,19 @@ pub enum BenchAction {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
         rounds: u32,
     },
+    /// Export and deletion of an owner with many telemetry rows while other devices
+    /// ingest (hub in this process, fresh data directory)
+    Privacy {
+        /// The owner's devices
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        devices: u32,
+        /// Telemetry rows seeded for the owner, spread over the devices
+        #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+        rows: u64,
+        /// An empty or missing directory for the hub's data
+        #[arg(long)]
+        work: PathBuf,
+    },
 }
 
 pub async fn run(action: BenchAction) -> Result<std::process::ExitCode> {
@@ -190,6 +203,11 @@ pub async fn run(action: BenchAction) -> Result<std::process::ExitCode> {
             }
             crate::vulndb_cli::bench(&seed, &work, &components, &records, rounds).await?
         }
+        BenchAction::Privacy {
+            devices,
+            rows,
+            work,
+        } => crate::bench_privacy::run(devices, rows, &work).await?,
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

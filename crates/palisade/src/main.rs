@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod bench;
+mod bench_privacy;
 mod demo;
 mod privacy_cli;
 mod release_cli;

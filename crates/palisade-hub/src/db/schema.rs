@@ -36,10 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "retention runs, audit checkpoint, optional telemetry fields, sensing capabilities",
         V11,
     ),
+    (12, "recent re-authentication of a session", V12),
 ];
 
 /// The newest schema this binary understands.
-pub const LATEST_VERSION: i64 = 11;
+pub const LATEST_VERSION: i64 = 12;
 
 /// How many migrations there are (versions may have gaps while branches are merged).
 pub const MIGRATION_COUNT: i64 = MIGRATIONS.len() as i64;
@@ -324,6 +325,13 @@ CREATE TABLE product_sensing (
 );
 CREATE INDEX device_events_time ON device_events (received_at_ms);
 CREATE INDEX outbox_sent ON outbox (sent_at);
+"#;
+
+/// When the session's holder last typed their password (and second factor) again: an
+/// export or deletion of the account needs it within the last few minutes (DATA-3,
+/// DATA-4; see `web::reauth`). 0 = never.
+const V12: &str = r#"
+ALTER TABLE sessions ADD COLUMN reauth_at BIGINT NOT NULL DEFAULT 0;
 "#;
 
 // `previous_cert_sha256`: the certificate a renewal replaced, still accepted until the

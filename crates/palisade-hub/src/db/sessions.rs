@@ -47,6 +47,8 @@ pub struct Session {
     pub expires_at: i64,
     pub source: String,
     pub user_agent: String,
+    /// When the holder last re-authenticated in this session (0 = never).
+    pub reauth_at: i64,
 }
 
 /// Lifetimes applied to new sessions and lookups.
@@ -84,6 +86,7 @@ impl Db {
                 },
             source: source.chars().take(64).collect(),
             user_agent: user_agent.chars().take(200).collect(),
+            reauth_at: 0,
         };
         sqlx::query(
             "INSERT INTO sessions (token_hash, user_id, stage, csrf, created_at, last_seen_at, expires_at, source, user_agent) \
@@ -109,7 +112,7 @@ impl Db {
         let hash = token::digest(raw_token);
         let row = optional(
             sqlx::query(
-                "SELECT token_hash, user_id, stage, csrf, created_at, last_seen_at, expires_at, source, user_agent \
+                "SELECT token_hash, user_id, stage, csrf, created_at, last_seen_at, expires_at, source, user_agent, reauth_at \
                  FROM sessions WHERE token_hash = $1",
             )
             .bind(&hash)
@@ -130,6 +133,7 @@ impl Db {
             expires_at: row.try_get("expires_at")?,
             source: row.try_get("source")?,
             user_agent: row.try_get("user_agent")?,
+            reauth_at: row.try_get("reauth_at")?,
         };
         let at = now();
         if session.expires_at <= at || session.last_seen_at + times.idle_secs <= at {
@@ -144,6 +148,16 @@ impl Db {
                 .await?;
         }
         Ok(Some(session))
+    }
+
+    /// Record that the session's holder re-authenticated just now.
+    pub async fn mark_reauthenticated(&self, token_hash: &str) -> Result<()> {
+        sqlx::query("UPDATE sessions SET reauth_at = $1 WHERE token_hash = $2")
+            .bind(now())
+            .bind(token_hash)
+            .execute(self.pool())
+            .await?;
+        Ok(())
     }
 
     pub async fn delete_session(&self, token_hash: &str) -> Result<()> {

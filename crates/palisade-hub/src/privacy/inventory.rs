@@ -209,7 +209,7 @@ pub const CATEGORIES: &[Category] = &[
     Category {
         name: "Sessions and API tokens",
         tables: "sessions, api_tokens, one_time_tokens, setup_codes",
-        what: "digests of session and token values, IP address and browser name of each session, times",
+        what: "digests of session and token values, IP address and browser name of each session, times (including when you last re-entered your password to export or delete your data)",
         purpose: "to keep you signed in and let you see and end your sessions",
         retention: "sessions end after the idle or absolute lifetime or at sign-out; API tokens after 90 days; one-time links after use or expiry",
         personal: true,

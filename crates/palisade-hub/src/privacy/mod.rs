@@ -4,9 +4,12 @@
 //! acceptances, and consents such as marketing (opt-in, off by default).
 
 pub mod diff;
+pub mod erase;
+pub mod export;
 pub mod fields;
 pub mod inventory;
 pub mod markdown;
+pub mod zip;
 
 use crate::accounts::{self, Actor};
 use crate::audit::Outcome;

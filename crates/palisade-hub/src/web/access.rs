@@ -92,11 +92,17 @@ pub async fn require(
     }
     // An owner who has not accepted a substantive policy change sees the policy before
     // any other console page (PRIV-1). API tokens are not stopped: a script cannot read.
+    // Nor are the owner's own data pages: not accepting a new policy must not stop
+    // anyone from taking their data and deleting their account (DATA-3, DATA-4).
     if let Some(p) = principal
         && p.session().is_some()
         && matches!(access, Access::Signed | Access::Staff | Access::Admin)
         && !request.uri().path().starts_with("/privacy")
         && !request.uri().path().starts_with("/api/")
+        && !matches!(
+            request.uri().path(),
+            "/account/privacy" | "/account/privacy/reauth" | "/account/export" | "/account/delete"
+        )
         && state.db.must_accept_policy(&p.user).await?.is_some()
     {
         return Ok(super::console::redirect("/privacy/accept"));

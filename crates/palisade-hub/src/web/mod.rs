@@ -10,8 +10,10 @@ pub mod devices;
 pub mod disclosure;
 pub mod error;
 pub mod middleware;
+pub mod owner_privacy;
 pub mod pages;
 pub mod privacy;
+pub mod reauth;
 pub mod reports_api;
 pub mod updates;
 pub mod vulndb;
@@ -530,6 +532,33 @@ fn routes(state: AppState) -> Routes {
             "/products/{model}/versions/{version}/vulnerabilities",
             Staff,
             get(vulndb::page),
+        )
+        // The owner's data (DATA-3, DATA-4): export and deletion need a recent
+        // re-authentication (`reauth`), checked in the handlers.
+        .add("GET", "/account/privacy", Signed, get(owner_privacy::page))
+        .add(
+            "POST",
+            "/account/privacy/reauth",
+            Signed,
+            post(owner_privacy::reauth_submit),
+        )
+        .add(
+            "GET",
+            "/account/export",
+            Signed,
+            get(owner_privacy::export_download),
+        )
+        .add(
+            "POST",
+            "/account/delete",
+            Signed,
+            post(owner_privacy::delete_submit),
+        )
+        .add(
+            "GET",
+            "/api/v1/me/export",
+            Signed,
+            get(owner_privacy::export_api),
         )
         // The claim code in the body is the credential (AUTH-2); see `middleware::csrf`.
         .add("POST", devices::ENROL_PATH, Public, post(devices::enroll))

@@ -306,6 +306,9 @@ pub async fn publish_submit(
 #[derive(Deserialize)]
 pub struct MarketingForm {
     marketing: String,
+    /// `privacy` when the switch was on the owner privacy page (return there).
+    #[serde(default)]
+    back: String,
 }
 
 /// `POST /account/marketing`: give or withdraw marketing consent with one button
@@ -329,5 +332,9 @@ pub async fn set_marketing(
         granted,
     )
     .await?;
-    Ok(redirect("/account#privacy"))
+    Ok(redirect(if form.back == "privacy" {
+        "/account/privacy"
+    } else {
+        "/account#privacy"
+    }))
 }

@@ -489,7 +489,7 @@ pub async fn mfa_form(State(state): State<AppState>, ctx: Ctx) -> Result<Respons
 }
 
 /// Check a TOTP code (refusing replays) or use up a recovery code.
-pub(super) async fn check_second_factor(
+pub(crate) async fn check_second_factor(
     state: &AppState,
     user: &User,
     code: &str,
