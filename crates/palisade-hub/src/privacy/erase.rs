@@ -133,6 +133,7 @@ pub async fn erase_account(db: &Db, user: &User, source: &str, product: &str) ->
         "DELETE FROM one_time_tokens WHERE user_id = $1",
         "DELETE FROM consents WHERE user_id = $1",
         "DELETE FROM policy_acceptances WHERE user_id = $1",
+        "DELETE FROM notices WHERE user_id = $1",
         "DELETE FROM users WHERE id = $1",
     ] {
         sqlx::query(sql).bind(uid).execute(&mut *tx).await?;

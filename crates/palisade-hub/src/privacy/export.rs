@@ -13,7 +13,7 @@
 //! went with earlier ownerships); the mail addressed to it; and the audit entries it
 //! caused or that name it (actor or target is its user name or id).
 //! Archive layout: see docs/privacy.md ("Export"). A new table holding an owner's data
-//! (for example the inbox `notices`) is one more section below, written like
+//! is one more section below (as the inbox `notices` is), written like
 //! `mail.json`: a paged query by the owner's id, one JSON object per row, and a line in
 //! `README`; `privacy::erase` deletes it in its final transaction.
 
@@ -40,6 +40,7 @@ pub struct Counts {
     pub events: u64,
     pub audit: u64,
     pub mail: u64,
+    pub notices: u64,
     pub bytes: u64,
 }
 
@@ -298,6 +299,34 @@ pub async fn write(db: &Db, user: &User, tx: mpsc::Sender<Vec<u8>>) -> Result<Op
     }
     out.write(b"\n]\n").await;
 
+    // The console inbox: security advisories and policy notices sent to the account.
+    out.zip.start("notices.json");
+    out.write(b"[").await;
+    let notices = sqlx::query(
+        "SELECT id, kind, ref_id, subject, body, created_at, read_at FROM notices \
+         WHERE user_id = $1 ORDER BY created_at, id",
+    )
+    .bind(uid)
+    .fetch_all(db.pool())
+    .await?;
+    for r in &notices {
+        let read: i64 = r.try_get("read_at")?;
+        let row = json!({
+            "id": r.try_get::<String, _>("id")?,
+            "kind": r.try_get::<String, _>("kind")?,
+            "about": r.try_get::<String, _>("ref_id")?,
+            "subject": r.try_get::<String, _>("subject")?,
+            "body": r.try_get::<String, _>("body")?,
+            "created_at": r.try_get::<i64, _>("created_at")?,
+            "read_at": (read > 0).then_some(read),
+        });
+        let sep: &[u8] = if counts.notices == 0 { b"\n" } else { b",\n" };
+        out.write(sep).await;
+        out.write(row.to_string().as_bytes()).await;
+        counts.notices += 1;
+    }
+    out.write(b"\n]\n").await;
+
     // Audit entries the account caused or that name it, oldest first, in pages.
     out.zip.start("audit.json");
     out.write(b"[").await;
@@ -363,6 +392,8 @@ telemetry.csv       the telemetry your devices sent since you claimed them:
                     device_id, received_at_ms (Unix milliseconds), payload (JSON)
 mail.json           the e-mail the hub sent you (recipient, subject, kind, times;
                     message texts are not kept after delivery)
+notices.json        the notices in your console inbox (security advisories, policy
+                    changes), with when you read them
 audit.json          the security log entries you caused or that name you
 
 Times are Unix seconds unless the name ends in _ms (milliseconds).
