@@ -33,7 +33,7 @@ import console_setup_mfa_login as e2e  # noqa: E402
 
 EXPECTED_FILES = {
     "README.txt", "account.json", "consents.json", "devices.json",
-    "device_events.json", "telemetry.csv", "mail.json", "audit.json",
+    "device_events.json", "telemetry.csv", "mail.json", "notices.json", "audit.json",
 }
 
 

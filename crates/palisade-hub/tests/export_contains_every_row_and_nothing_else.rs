@@ -118,6 +118,22 @@ async fn an_export_holds_every_row_of_its_owner_and_nothing_else() {
     let a1 = hub.enroll_device(&product).await.id;
     let a2 = hub.enroll_device(&product).await.id;
     let b1 = hub.enroll_device(&product).await.id;
+    // One inbox notice each (the advisories' security notices land here).
+    for (id, user, about) in [
+        ("notice-anna", &anna_id, "PAL-2026-0001"),
+        ("notice-bert", &bert_id, "PAL-2026-0002"),
+    ] {
+        sqlx::query(
+            "INSERT INTO notices (id, user_id, kind, ref_id, subject, body, created_at, read_at) \
+             VALUES ($1, $2, 'security', $3, 'Security advisory', 'Update your lamp.', 1, 0)",
+        )
+        .bind(id)
+        .bind(user.as_str())
+        .bind(about)
+        .execute(db.pool())
+        .await
+        .expect("notice");
+    }
     let since_a1 = own(db, &a1, &anna_id).await;
     let since_a2 = own(db, &a2, &anna_id).await;
     own(db, &b1, &bert_id).await;
@@ -254,6 +270,7 @@ async fn an_export_holds_every_row_of_its_owner_and_nothing_else() {
         "device_events.json",
         "telemetry.csv",
         "mail.json",
+        "notices.json",
         "audit.json",
     ]
     .iter()
@@ -351,6 +368,13 @@ async fn an_export_holds_every_row_of_its_owner_and_nothing_else() {
         .collect();
     assert!(!stored.is_empty());
     assert_eq!(exported, stored);
+
+    // Inbox notices: Anna's, not Bert's.
+    let notices: Value = serde_json::from_str(&read("notices.json")).expect("json");
+    let notices = notices.as_array().expect("array");
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0]["id"], "notice-anna");
+    assert_eq!(notices[0]["about"], "PAL-2026-0001");
 
     // Audit: every entry naming Anna up to the export, by sequence number.
     let audit: Value = serde_json::from_str(&read("audit.json")).expect("json");

@@ -440,6 +440,17 @@ pub async fn release(action: ReleaseAction) -> Result<ExitCode> {
                     );
                 }
             }
+            // The model's published end of security updates travels in the signed
+            // target, so the device can show it (SUP-1, `palisade-agent status`).
+            let products: Vec<serde_json::Value> = serde_json::from_slice(
+                &hub.get_bytes("/api/v1/products", "list the product models")
+                    .await?,
+            )?;
+            let support_until = products
+                .iter()
+                .find(|p| p["id"] == product.as_str())
+                .and_then(|p| p["security_updates_until"].as_str())
+                .map(str::to_owned);
             let name = tuf::target_name(&product, &parsed);
             // Hash the image (streamed).
             let (length, digest) = palisade_hub::updates::repo::file_digest(&file)
@@ -456,6 +467,10 @@ pub async fn release(action: ReleaseAction) -> Result<ExitCode> {
             let mut custom = HashMap::new();
             custom.insert("version".to_owned(), serde_json::json!(parsed.to_string()));
             custom.insert("security".to_owned(), serde_json::json!(security));
+            custom.insert("product".to_owned(), serde_json::json!(product.as_str()));
+            if let Some(date) = &support_until {
+                custom.insert("support_until".to_owned(), serde_json::json!(date));
+            }
             targets.targets.insert(
                 tough::TargetName::new(name.clone())?,
                 Target {

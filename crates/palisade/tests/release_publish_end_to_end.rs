@@ -23,6 +23,15 @@ async fn publish_v1_and_v2_and_a_device_downloads_v2() {
         "publish 1.0.0: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // SUP-1: the model's published support end travels in the signed target from now on.
+    kit.hub
+        .db
+        .set_support_end(
+            &palisade_hub::ids::ProductId::parse(MODEL).expect("id"),
+            "2031-12-31",
+        )
+        .await
+        .expect("support end");
     let v2: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let out = kit.publish(&keys, "2.0.0", &v2, true);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -95,6 +104,31 @@ async fn publish_v1_and_v2_and_a_device_downloads_v2() {
     assert_eq!(v2_row["security"], true);
     assert_eq!(v2_row["target"], format!("{MODEL}-2.0.0.img"));
     assert_eq!(v2_row["length"], 300_000);
+
+    // The offline key signed what the agent relies on: version, product, security flag and
+    // the support end it shows in `palisade-agent status`.
+    let targets: serde_json::Value = kit
+        .client()
+        .get(format!(
+            "{}/tuf/{MODEL}/metadata/targets.json",
+            kit.hub.url()
+        ))
+        .send()
+        .await
+        .expect("targets.json")
+        .json()
+        .await
+        .expect("json");
+    let custom = &targets["signed"]["targets"][format!("{MODEL}-2.0.0.img")]["custom"];
+    assert_eq!(custom["version"], "2.0.0", "{targets}");
+    assert_eq!(custom["product"], MODEL, "{targets}");
+    assert_eq!(custom["security"], true, "{targets}");
+    assert_eq!(custom["support_until"], "2031-12-31", "{targets}");
+    let custom_v1 = &targets["signed"]["targets"][format!("{MODEL}-1.0.0.img")]["custom"];
+    assert!(
+        custom_v1.get("support_until").is_none(),
+        "no date was published for 1.0.0"
+    );
 
     // Attacks: an older or equal version, and a version that is not semver.
     for version in ["1.5.0", "2.0.0"] {

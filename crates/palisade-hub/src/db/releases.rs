@@ -298,13 +298,7 @@ impl Db {
         .fetch_all(self.pool())
         .await?
         .iter()
-        .map(|row| {
-            Ok(SupportPeriod {
-                product: row.try_get("product_id")?,
-                security_updates_until: row.try_get("until_date")?,
-                published_at: row.try_get("published_at")?,
-            })
-        })
+        .map(support_period)
         .collect()
     }
 
@@ -318,13 +312,7 @@ impl Db {
         .fetch_all(self.pool())
         .await?
         .iter()
-        .map(|row| {
-            Ok(SupportPeriod {
-                product: row.try_get("product_id")?,
-                security_updates_until: row.try_get("until_date")?,
-                published_at: row.try_get("published_at")?,
-            })
-        })
+        .map(support_period)
         .collect()
     }
 
@@ -338,13 +326,7 @@ impl Db {
         .fetch_all(self.pool())
         .await?
         .iter()
-        .map(|row| {
-            Ok(SupportPeriod {
-                product: row.try_get("product_id")?,
-                security_updates_until: row.try_get("until_date")?,
-                published_at: row.try_get("published_at")?,
-            })
-        })
+        .map(support_period)
         .collect()
     }
 
@@ -376,4 +358,13 @@ pub fn valid_date(text: &str) -> bool {
         .ok()
         .and_then(|m| time::Date::from_calendar_date(y, m, d).ok())
         .is_some()
+}
+
+/// A `support_periods` row (`product_id, until_date, published_at`).
+fn support_period(row: &sqlx::any::AnyRow) -> Result<SupportPeriod> {
+    Ok(SupportPeriod {
+        product: row.try_get("product_id")?,
+        security_updates_until: row.try_get("until_date")?,
+        published_at: row.try_get("published_at")?,
+    })
 }
