@@ -131,38 +131,8 @@ pub async fn upload_root(
     body: Bytes,
 ) -> Result<Response, WebError> {
     let model = product(&state, &model).await?;
-    let actor = Actor::user(&p.user, ip);
-    match state.updates.install_root(&model, &body).await {
-        Ok(version) => {
-            accounts::audit(
-                &state.db,
-                &actor,
-                "tuf.root",
-                model.as_str(),
-                Outcome::Success,
-                &format!("root version {version}"),
-            )
-            .await?;
-            Ok((
-                StatusCode::OK,
-                Json(serde_json::json!({"version": version})),
-            )
-                .into_response())
-        }
-        Err(RepoError::Refused(why)) => {
-            accounts::audit(
-                &state.db,
-                &actor,
-                "tuf.root",
-                model.as_str(),
-                Outcome::Denied,
-                &why,
-            )
-            .await?;
-            Err(WebError::Conflict(why))
-        }
-        Err(e) => Err(e.into()),
-    }
+    let outcome = state.updates.install_root(&model, &body).await;
+    audited_install(&state, &p, ip, &model, "tuf.root", outcome).await
 }
 
 /// `POST /api/v1/products/{model}/tuf/targets`: targets metadata signed offline (the
@@ -175,34 +145,38 @@ pub async fn upload_targets(
     body: Bytes,
 ) -> Result<Response, WebError> {
     let model = product(&state, &model).await?;
-    let actor = Actor::user(&p.user, ip);
-    match state.updates.install_targets(&model, &body).await {
-        Ok(t) => {
-            accounts::audit(
-                &state.db,
-                &actor,
-                "tuf.targets",
-                model.as_str(),
-                Outcome::Success,
-                &format!("targets version {}", t.signed.version),
-            )
-            .await?;
-            Ok(Json(serde_json::json!({"version": t.signed.version})).into_response())
-        }
+    let outcome = state
+        .updates
+        .install_targets(&model, &body)
+        .await
+        .map(|t| t.signed.version.get());
+    audited_install(&state, &p, ip, &model, "tuf.targets", outcome).await
+}
+
+/// Audit an offline-signed metadata upload (accepted with its version, or refused with
+/// the reason) and answer `{"version": N}` or 409.
+async fn audited_install(
+    state: &AppState,
+    p: &Principal,
+    ip: std::net::IpAddr,
+    model: &ProductId,
+    action: &str,
+    outcome: Result<u64, RepoError>,
+) -> Result<Response, WebError> {
+    let (result, detail, answer) = match outcome {
+        Ok(version) => (
+            Outcome::Success,
+            format!("{} version {version}", action.trim_start_matches("tuf.")),
+            Ok(Json(serde_json::json!({ "version": version })).into_response()),
+        ),
         Err(RepoError::Refused(why)) => {
-            accounts::audit(
-                &state.db,
-                &actor,
-                "tuf.targets",
-                model.as_str(),
-                Outcome::Denied,
-                &why,
-            )
-            .await?;
-            Err(WebError::Conflict(why))
+            (Outcome::Denied, why.clone(), Err(WebError::Conflict(why)))
         }
-        Err(e) => Err(e.into()),
-    }
+        Err(e) => return Err(e.into()),
+    };
+    let actor = Actor::user(&p.user, ip);
+    accounts::audit(&state.db, &actor, action, model.as_str(), result, &detail).await?;
+    answer
 }
 
 /// `PUT /api/v1/products/{model}/targets/{name}`: an image, streamed to a temporary
