@@ -124,7 +124,8 @@ else
     section "--quick: skipping cargo fmt and cargo clippy"
 fi
 
-section "cargo test --workspace --locked (PALISADE_E2E_REQUIRED=1)"
-cargo test --workspace --locked
+section "cargo test --workspace --locked --no-fail-fast (PALISADE_E2E_REQUIRED=1)"
+# --no-fail-fast: one run reports every failing test binary, not just the first.
+cargo test --workspace --locked --no-fail-fast
 
 section "All checks passed"
