@@ -14,6 +14,7 @@ pub mod mail;
 pub mod mqtt;
 pub mod pki;
 pub mod privacy;
+pub mod privileges;
 pub mod retention;
 pub mod secrets;
 pub mod server;
@@ -99,6 +100,9 @@ pub async fn open_database(config: &Config) -> Result<Db> {
 /// Start the hub: data directory, TLS material, database, setup code if needed,
 /// HTTPS listener and background jobs.
 pub async fn start(config: Config) -> Result<RunningHub> {
+    if privileges::runs_as_root() {
+        tracing::warn!("{}", privileges::ROOT_WARNING);
+    }
     pki::prepare_data_dir(&config.data_dir)?;
     let pki = Arc::new(pki::load_or_create(&config)?);
     let delivery = mail::Delivery::from_config(&config)?;

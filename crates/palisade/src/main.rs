@@ -443,6 +443,12 @@ async fn serve(config: Config, demo_devices: u16) -> Result<ExitCode> {
     );
     println!("  CA certificate  {}", hub.ca_cert_path.display());
     println!("  CA SHA-256      {}", hub.ca_fingerprint);
+    if palisade_hub::privileges::runs_as_root() {
+        println!(
+            "  Warning         {}",
+            palisade_hub::privileges::ROOT_WARNING
+        );
+    }
     if let Some(code) = &hub.setup_code {
         println!("  Setup code      {code}");
         println!(

@@ -1,7 +1,8 @@
 //! AUTH-1, ENC-1: `palisade serve` on an empty data directory prints what a new user
 //! needs — the HTTPS console URL, the CA certificate path and its SHA-256 fingerprint
 //! (matching `openssl x509 -fingerprint`), and a one-time setup code — and a second
-//! start reuses the CA and prints no setup code once setup is done.
+//! start reuses the CA and prints no setup code once setup is done. ACC-4: a start as
+//! root prints a warning that the hub does not need root.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -116,6 +117,15 @@ fn first_start_prints_url_ca_fingerprint_and_setup_code() {
     assert!(
         !text.contains("http://"),
         "no plaintext URL anywhere: {text}"
+    );
+    // ACC-4: started as root, the hub says it does not need to be (and says nothing
+    // otherwise); `id -u` is the independent witness of which case this is.
+    let uid = Command::new("id").arg("-u").output().expect("id -u");
+    let as_root = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+    assert_eq!(
+        text.contains("Warning         The hub runs as root (UID 0)"),
+        as_root,
+        "{text}"
     );
     stop(child);
 

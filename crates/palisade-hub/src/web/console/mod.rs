@@ -114,11 +114,19 @@ pub async fn home(State(state): State<AppState>, ctx: Ctx) -> Result<Response, W
         return Ok(redirect("/privacy/accept"));
     }
     let mut chrome = ctx.chrome(&state, &format!("{} console", state.config.product_name));
+    let mut notices = Vec::new();
     // SUP-2: models whose security support ends within 90 days.
     if let Some(banner) =
         crate::updates::support_banner(&state.db, &p.user.id, p.is_staff()).await?
     {
-        chrome = chrome.notice(banner);
+        notices.push(banner);
+    }
+    // ACC-4: administrators see that the hub runs with more privilege than it needs.
+    if p.is_admin() && crate::privileges::runs_as_root() {
+        notices.push(crate::privileges::ROOT_WARNING.to_owned());
+    }
+    if !notices.is_empty() {
+        chrome = chrome.notice(notices.join(" "));
     }
     pages::render(HomePage {
         c: chrome,
