@@ -22,6 +22,7 @@ fn timeline(state: State, last_update_at: i64, severity: Option<Severity>) -> Ti
         received_at: T,
         last_update_at,
         severity,
+        cra: Default::default(),
     }
 }
 

@@ -6,7 +6,7 @@ use super::{Db, now, optional};
 use crate::error::{Error, Result};
 use crate::ids::{Email, UserId};
 use crate::vuln::cvss::{Cvss, Severity};
-use crate::vuln::triage::{State, Timeline};
+use crate::vuln::triage::{CraStage, CraTimeline, State, Timeline};
 use palisade_crypto::token;
 use serde::Serialize;
 use sqlx::Row;
@@ -62,6 +62,8 @@ pub struct Report {
     pub received_at: i64,
     pub last_update_at: i64,
     pub updated_at: i64,
+    /// Active exploitation and the reports to the authorities (VULN-7).
+    pub cra: CraTimeline,
 }
 
 impl Report {
@@ -71,6 +73,7 @@ impl Report {
             received_at: self.received_at,
             last_update_at: self.last_update_at,
             severity: self.cvss.as_ref().map(|c| c.severity),
+            cra: self.cra,
         }
     }
 }
@@ -99,7 +102,8 @@ pub struct NewReport<'a> {
 }
 
 const COLUMNS: &str = "id, title, description, reporter_name, reporter_email, product, state, \
-     cvss_vector, cvss_score, affected, assignee_id, received_at, last_update_at, updated_at";
+     cvss_vector, cvss_score, affected, assignee_id, received_at, last_update_at, updated_at, \
+     exploited_at, fixed_at, cra_early_warning_at, cra_notification_at, cra_final_report_at";
 
 fn from_row(r: &AnyRow) -> Result<Report> {
     let state: String = r.try_get("state")?;
@@ -126,7 +130,19 @@ fn from_row(r: &AnyRow) -> Result<Report> {
         received_at: r.try_get("received_at")?,
         last_update_at: r.try_get("last_update_at")?,
         updated_at: r.try_get("updated_at")?,
+        cra: CraTimeline {
+            exploited_at: set(r.try_get("exploited_at")?),
+            fixed_at: set(r.try_get("fixed_at")?),
+            early_warning_at: set(r.try_get("cra_early_warning_at")?),
+            notification_at: set(r.try_get("cra_notification_at")?),
+            final_report_at: set(r.try_get("cra_final_report_at")?),
+        },
     })
+}
+
+/// A time column where 0 means "not yet".
+fn set(at: i64) -> Option<i64> {
+    (at > 0).then_some(at)
 }
 
 impl Db {
@@ -311,8 +327,12 @@ impl Db {
     /// else changed it first). The change counts as a status update to the reporter.
     pub async fn set_report_state(&self, id: &ReportId, from: State, to: State) -> Result<bool> {
         let at = now();
+        // `fixed_at` keeps the first time a fix was available (the CRA final report's
+        // clock starts there).
         let done = sqlx::query(
-            "UPDATE vuln_reports SET state = $1, updated_at = $2, last_update_at = $2 WHERE id = $3 AND state = $4",
+            "UPDATE vuln_reports SET state = $1, updated_at = $2, last_update_at = $2, \
+             fixed_at = CASE WHEN $1 = 'fixed' AND fixed_at = 0 THEN $2 ELSE fixed_at END \
+             WHERE id = $3 AND state = $4",
         )
         .bind(to.as_str())
         .bind(at)
@@ -343,5 +363,41 @@ impl Db {
         .execute(self.pool())
         .await?;
         Ok(())
+    }
+
+    /// Record that staff learnt at `at` that the vulnerability is actively exploited
+    /// (starts the CRA clock); false if it was already recorded (the first time stays).
+    pub async fn mark_report_exploited(&self, id: &ReportId, at: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE vuln_reports SET exploited_at = $1, updated_at = $2 WHERE id = $3 AND exploited_at = 0",
+        )
+        .bind(at)
+        .bind(now())
+        .bind(id.as_str())
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Record that a CRA report was sent at `at`; false if it already was.
+    pub async fn record_cra_report(&self, id: &ReportId, stage: CraStage, at: i64) -> Result<bool> {
+        let sql = match stage {
+            CraStage::EarlyWarning => {
+                "UPDATE vuln_reports SET cra_early_warning_at = $1, updated_at = $2 WHERE id = $3 AND cra_early_warning_at = 0"
+            }
+            CraStage::Notification => {
+                "UPDATE vuln_reports SET cra_notification_at = $1, updated_at = $2 WHERE id = $3 AND cra_notification_at = 0"
+            }
+            CraStage::FinalReport => {
+                "UPDATE vuln_reports SET cra_final_report_at = $1, updated_at = $2 WHERE id = $3 AND cra_final_report_at = 0"
+            }
+        };
+        let done = sqlx::query(sql)
+            .bind(at)
+            .bind(now())
+            .bind(id.as_str())
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 }

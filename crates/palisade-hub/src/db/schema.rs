@@ -37,10 +37,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         V11,
     ),
     (12, "recent re-authentication of a session", V12),
+    (
+        17,
+        "actively exploited vulnerabilities and their CRA reports",
+        V17,
+    ),
 ];
 
 /// The newest schema this binary understands.
-pub const LATEST_VERSION: i64 = 12;
+pub const LATEST_VERSION: i64 = 17;
 
 /// How many migrations there are (versions may have gaps while branches are merged).
 pub const MIGRATION_COUNT: i64 = MIGRATIONS.len() as i64;
@@ -332,6 +337,17 @@ CREATE INDEX outbox_sent ON outbox (sent_at);
 /// DATA-4; see `web::reauth`). 0 = never.
 const V12: &str = r#"
 ALTER TABLE sessions ADD COLUMN reauth_at BIGINT NOT NULL DEFAULT 0;
+"#;
+
+/// VULN-7 (CRA Art. 14): when staff learnt a reported vulnerability is actively
+/// exploited, when the report first reached `fixed`, and when each of the three reports
+/// to the authorities was sent (the references are internal notes). 0 = not (yet).
+const V17: &str = r#"
+ALTER TABLE vuln_reports ADD COLUMN exploited_at BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE vuln_reports ADD COLUMN fixed_at BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE vuln_reports ADD COLUMN cra_early_warning_at BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE vuln_reports ADD COLUMN cra_notification_at BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE vuln_reports ADD COLUMN cra_final_report_at BIGINT NOT NULL DEFAULT 0;
 "#;
 
 // `previous_cert_sha256`: the certificate a renewal replaced, still accepted until the

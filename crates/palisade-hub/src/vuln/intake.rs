@@ -191,7 +191,12 @@ pub async fn submit(
 
 /// Tell the configured contact address that something happened on a report (never
 /// the report's content: that stays behind staff sign-in).
-async fn tell_contact(db: &Db, config: &Config, report: &Report, what: &str) -> Result<()> {
+pub(crate) async fn tell_contact(
+    db: &Db,
+    config: &Config,
+    report: &Report,
+    what: &str,
+) -> Result<()> {
     if let Some(contact) = &config.disclosure.contact_email {
         let body = format!(
             "{what}\n\nTracking ID: {id}\nTriage it at {base}/reports/{id} (staff sign-in required).\n",

@@ -4,6 +4,7 @@
 //! database, SBOMs and version-range matching.
 
 pub mod advisories;
+pub mod cra;
 pub mod cvss;
 pub mod feeds;
 pub mod intake;

@@ -290,6 +290,19 @@ fn routes(state: AppState) -> Routes {
             Staff,
             post(console::reports::message),
         )
+        // VULN-7: active exploitation and the CRA reports to the authorities.
+        .add(
+            "POST",
+            "/reports/{id}/exploited",
+            Staff,
+            post(console::reports::exploited),
+        )
+        .add(
+            "POST",
+            "/reports/{id}/cra",
+            Staff,
+            post(console::reports::cra_sent),
+        )
         .add("GET", "/api/v1/reports", Staff, get(reports_api::list))
         .add("GET", "/api/v1/reports/{id}", Staff, get(reports_api::show))
         .add(
@@ -309,6 +322,18 @@ fn routes(state: AppState) -> Routes {
             "/api/v1/reports/{id}/messages",
             Staff,
             post(reports_api::message),
+        )
+        .add(
+            "POST",
+            "/api/v1/reports/{id}/exploited",
+            Staff,
+            post(reports_api::exploited),
+        )
+        .add(
+            "POST",
+            "/api/v1/reports/{id}/cra/{stage}",
+            Staff,
+            post(reports_api::cra_sent),
         )
         // Advisories (VULN-6): published ones are public by design, with their OSV
         // and Atom feeds; drafts, exposure and notifying owners are staff only (UPD-7).

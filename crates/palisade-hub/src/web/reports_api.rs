@@ -197,3 +197,64 @@ pub async fn message(
     .map_err(WebError::from)?;
     detail(&state, &id).await
 }
+
+#[derive(Deserialize)]
+struct ExploitedRequest {
+    note: String,
+    /// When staff learnt of the exploitation (Unix seconds); now when absent.
+    #[serde(default)]
+    aware_at: Option<i64>,
+}
+
+/// `POST /api/v1/reports/{id}/exploited` (VULN-7).
+pub async fn exploited(
+    State(state): State<AppState>,
+    p: Principal,
+    Extension(ClientAddr(ip)): Extension<ClientAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<ReportDetail>, WebError> {
+    staff(&p)?;
+    let request: ExploitedRequest = json_body(&headers, &body)?;
+    let report = load(&state, &id).await?;
+    crate::vuln::cra::mark_exploited(
+        &state.db,
+        &state.config,
+        &Actor::user(&p.user, ip),
+        &report,
+        request.aware_at.unwrap_or_else(now),
+        &request.note,
+    )
+    .await?;
+    detail(&state, &id).await
+}
+
+#[derive(Deserialize)]
+struct CraRequest {
+    reference: String,
+}
+
+/// `POST /api/v1/reports/{id}/cra/{stage}`: record a CRA report as sent (VULN-7).
+pub async fn cra_sent(
+    State(state): State<AppState>,
+    p: Principal,
+    Extension(ClientAddr(ip)): Extension<ClientAddr>,
+    Path((id, stage)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<ReportDetail>, WebError> {
+    staff(&p)?;
+    let request: CraRequest = json_body(&headers, &body)?;
+    let report = load(&state, &id).await?;
+    let stage = triage::CraStage::parse(&stage).ok_or(WebError::NotFound)?;
+    crate::vuln::cra::record_sent(
+        &state.db,
+        &Actor::user(&p.user, ip),
+        &report,
+        stage,
+        &request.reference,
+    )
+    .await?;
+    detail(&state, &id).await
+}

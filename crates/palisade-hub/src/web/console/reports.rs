@@ -152,6 +152,21 @@ struct ReportPage {
     staff: Vec<(String, String, bool)>,
     messages: Vec<MessageRow>,
     max_message: usize,
+    /// VULN-7: actively exploited since (empty when not marked).
+    exploited: String,
+    /// The CRA reports: (stage value, title, sent line or empty, draft text) in order.
+    cra: Vec<CraRow>,
+}
+
+/// One CRA report on the report page.
+pub struct CraRow {
+    stage: &'static str,
+    title: &'static str,
+    /// "sent …" once recorded; empty while due.
+    sent: String,
+    /// Why it cannot be recorded now (empty when it can).
+    blocked: &'static str,
+    draft: String,
 }
 
 async fn load(state: &AppState, id: &str) -> Result<Report, WebError> {
@@ -169,20 +184,31 @@ async fn detail_view(
     let at = now();
     let users = usernames(state).await?;
     let d = triage::deadlines(&state.config.disclosure, &report.timeline());
-    let deadlines = [
-        (triage::Kind::Acknowledge, d.acknowledge_by),
-        (triage::Kind::Update, d.next_update_by),
-        (triage::Kind::Fix, d.fix_by),
-    ]
-    .into_iter()
-    .filter_map(|(k, when)| {
-        when.map(|when| DeadlineRow {
+    let deadlines = d
+        .all()
+        .map(|(k, when)| DeadlineRow {
             kind: k.as_str(),
             at: fmt_time(when),
             overdue: when < at,
         })
-    })
-    .collect();
+        .collect();
+    let cra = if report.cra.exploited_at.is_some() {
+        triage::CRA_STAGES
+            .into_iter()
+            .map(|stage| CraRow {
+                stage: stage.as_str(),
+                title: stage.title(),
+                sent: report
+                    .cra
+                    .sent_at(stage)
+                    .map_or_else(String::new, |t| format!("sent {}", fmt_time(t))),
+                blocked: report.cra.refuse_recording(stage).unwrap_or(""),
+                draft: crate::vuln::cra::draft(&state.config, report, stage),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let messages = state
         .db
         .report_messages(&report.id, true)
@@ -245,6 +271,8 @@ async fn detail_view(
             .collect(),
         messages,
         max_message: intake::MAX_MESSAGE,
+        exploited: report.cra.exploited_at.map_or_else(String::new, fmt_time),
+        cra,
     })
 }
 
@@ -364,5 +392,76 @@ pub async fn message(
         form.internal.is_some(),
     )
     .await;
+    after(&state, &ctx, &id, result).await
+}
+
+#[derive(Deserialize)]
+pub struct ExploitedForm {
+    #[serde(default)]
+    note: String,
+    /// Hours ago that staff learnt of the exploitation (0 = now).
+    #[serde(default)]
+    hours_ago: String,
+}
+
+/// `POST /reports/{id}/exploited` (VULN-7).
+pub async fn exploited(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Form<ExploitedForm>,
+) -> Result<Response, WebError> {
+    let report = load(&state, &id).await?;
+    let actor = Actor::user(&ctx.me()?.user, ctx.ip);
+    let result = match form.hours_ago.trim() {
+        "" => Ok(0),
+        h => h
+            .parse::<i64>()
+            .ok()
+            .filter(|h| (0..=24 * 365).contains(h))
+            .ok_or_else(|| {
+                intake::IntakeError::Invalid("Hours ago must be a whole number of hours.".into())
+            }),
+    };
+    let result = match result {
+        Ok(hours) => {
+            crate::vuln::cra::mark_exploited(
+                &state.db,
+                &state.config,
+                &actor,
+                &report,
+                now() - hours * 3600,
+                &form.note,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    after(&state, &ctx, &id, result).await
+}
+
+#[derive(Deserialize)]
+pub struct CraForm {
+    #[serde(default)]
+    stage: String,
+    #[serde(default)]
+    reference: String,
+}
+
+/// `POST /reports/{id}/cra`: record a CRA report as sent (VULN-7).
+pub async fn cra_sent(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Form<CraForm>,
+) -> Result<Response, WebError> {
+    let report = load(&state, &id).await?;
+    let actor = Actor::user(&ctx.me()?.user, ctx.ip);
+    let result = match triage::CraStage::parse(&form.stage) {
+        Some(stage) => {
+            crate::vuln::cra::record_sent(&state.db, &actor, &report, stage, &form.reference).await
+        }
+        None => Err(intake::IntakeError::Invalid("Unknown CRA report.".into())),
+    };
     after(&state, &ctx, &id, result).await
 }
