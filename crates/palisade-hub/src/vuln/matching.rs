@@ -93,6 +93,54 @@ pub async fn match_components(db: &Db, components: &[Component]) -> Result<Vec<F
     Ok(out)
 }
 
+/// Match components against OSV records held in memory, with the same keys, release
+/// rule and range evaluation as [`match_components`] (no database needed): what
+/// `palisade vulndb check-self` runs on Palisade's own SBOM. Withdrawn records are
+/// skipped. Ordered by component, version, then record id.
+pub fn match_records(records: &[super::osv::Record], components: &[Component]) -> Vec<Finding> {
+    let mut by_key: HashMap<&str, Vec<(&super::osv::Record, &super::osv::AffectedPackage)>> =
+        HashMap::new();
+    for r in records.iter().filter(|r| !r.withdrawn) {
+        for a in &r.affected {
+            by_key.entry(a.key.as_str()).or_default().push((r, a));
+        }
+    }
+    let mut out = Vec::new();
+    for c in components.iter().filter(|c| !c.version.is_empty()) {
+        let key = component_key(c);
+        let mut seen = BTreeSet::new();
+        for (r, a) in by_key.get(key.as_str()).map(Vec::as_slice).unwrap_or(&[]) {
+            let scheme = Scheme::for_ecosystem(&a.ecosystem);
+            if purl::release_matches(&a.ecosystem, &c.ecosystem)
+                && a.affects.contains(scheme, &c.version)
+                && seen.insert(r.id.as_str())
+            {
+                out.push(Finding {
+                    component: c.name.clone(),
+                    version: c.version.clone(),
+                    purl: c.purl.clone(),
+                    vulnerability: RecordSummary {
+                        id: r.id.clone(),
+                        aliases: r.aliases.clone(),
+                        summary: r.summary.clone(),
+                        severity: r.severity.clone(),
+                        modified: r.modified,
+                    },
+                    fixed: a.affects.fixed_for(scheme, &c.version),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| {
+        (&a.component, &a.version, &a.vulnerability.id).cmp(&(
+            &b.component,
+            &b.version,
+            &b.vulnerability.id,
+        ))
+    });
+    out
+}
+
 /// One of the hub's own published advisories that names a device's firmware.
 #[derive(Debug, Clone, Serialize)]
 pub struct AdvisoryFinding {
