@@ -75,8 +75,16 @@ const CASES: &[(&str, &str, &[&str])] = &[
         "pkg:deb/debian/zlib@1:1.2.13.dfsg-1?distro=debian-12",
         &["DEBIAN-TEST-ALL"],
     ),
-    ("j", "pkg:deb/debian/zlib@1:1.2.13.dfsg-1", &["DEBIAN-TEST-ALL"]),
-    ("k", "pkg:deb/debian/zlib@1:1.3.dfsg-1?distro=debian-11", &[]),
+    (
+        "j",
+        "pkg:deb/debian/zlib@1:1.2.13.dfsg-1",
+        &["DEBIAN-TEST-ALL"],
+    ),
+    (
+        "k",
+        "pkg:deb/debian/zlib@1:1.3.dfsg-1?distro=debian-11",
+        &[],
+    ),
     // Ubuntu: 22.04 by number and code name; 20.04 not.
     (
         "l",
@@ -164,7 +172,10 @@ async fn release_specific_records_match_only_their_release() {
 #[test]
 fn distro_qualifiers_name_the_release() {
     let eco = |p: &str| purl::parse(p).expect(p).ecosystem;
-    assert_eq!(eco("pkg:deb/debian/openssl@1?distro=debian-12"), "Debian:12");
+    assert_eq!(
+        eco("pkg:deb/debian/openssl@1?distro=debian-12"),
+        "Debian:12"
+    );
     assert_eq!(eco("pkg:deb/debian/openssl@1?distro=bookworm"), "Debian:12");
     assert_eq!(eco("pkg:deb/debian/openssl@1?distro=trixie"), "Debian:13");
     assert_eq!(eco("pkg:deb/ubuntu/curl@1?distro=jammy"), "Ubuntu:22.04");
@@ -176,7 +187,10 @@ fn distro_qualifiers_name_the_release() {
     assert!(purl::release_matches("Debian", "Debian:12"));
     assert!(!purl::release_matches("Debian:12", "Debian:11"));
     assert!(!purl::release_matches("Debian:12", "Debian"));
-    assert!(purl::release_matches("Ubuntu:Pro:22.04:LTS", "Ubuntu:22.04"));
+    assert!(purl::release_matches(
+        "Ubuntu:Pro:22.04:LTS",
+        "Ubuntu:22.04"
+    ));
     // Other ecosystems are not split by release.
     assert!(purl::release_matches("Alpine:v3.18", "Alpine"));
 }

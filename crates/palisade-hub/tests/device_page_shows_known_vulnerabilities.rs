@@ -137,10 +137,19 @@ async fn owners_and_staff_see_the_firmware_vulnerabilities() {
         .and_then(|t| t.split("</table>").next())
         .unwrap_or_else(|| panic!("no vulnerability table: {}", page.body));
     assert!(table.contains("DEMO-2026-0010") && table.contains("CVE-2026-0010"));
-    assert!(table.contains("critical 9.8"), "the record's v3.1 score: {table}");
+    assert!(
+        table.contains("critical 9.8"),
+        "the record's v3.1 score: {table}"
+    );
     assert!(table.contains("demo-codec 0.4.1") && table.contains("0.5.0"));
-    assert!(table.contains(&format!("href=\"/advisories/{pal}\"")), "{table}");
-    assert!(table.contains("critical 9.3"), "the advisory's v4.0 score: {table}");
+    assert!(
+        table.contains(&format!("href=\"/advisories/{pal}\"")),
+        "{table}"
+    );
+    assert!(
+        table.contains("critical 9.3"),
+        "the advisory's v4.0 score: {table}"
+    );
     assert!(table.contains("1.3.0"), "the advisory's fixed version");
     assert!(!table.contains(&draft), "drafts are not listed");
     // Staff see the same.
@@ -152,7 +161,10 @@ async fn owners_and_staff_see_the_firmware_vulnerabilities() {
     let page = anna.get(&api).await;
     assert_eq!(page.status, 200);
     let v: Value = serde_json::from_str(&page.body).expect("json");
-    assert_eq!(v["vulnerabilities"][0]["vulnerability"]["id"], "DEMO-2026-0010");
+    assert_eq!(
+        v["vulnerabilities"][0]["vulnerability"]["id"],
+        "DEMO-2026-0010"
+    );
     assert_eq!(v["vulnerabilities"][0]["fixed"], "0.5.0");
     assert_eq!(v["advisories"][0]["id"], pal.as_str());
     assert_eq!(v["advisories"][0]["fixed"], "1.3.0");
@@ -161,7 +173,11 @@ async fn owners_and_staff_see_the_firmware_vulnerabilities() {
     // Bob's device, on the fixed 1.3.0: nothing known.
     let page = bob.get(&format!("/devices/{bobs}")).await;
     assert_eq!(page.status, 200);
-    assert!(page.body.contains("id=\"no-vulnerabilities\""), "{}", page.body);
+    assert!(
+        page.body.contains("id=\"no-vulnerabilities\""),
+        "{}",
+        page.body
+    );
     assert!(!page.body.contains("DEMO-2026-0010") && !page.body.contains(&pal));
 
     // Neither owner sees the other's device or its vulnerabilities.

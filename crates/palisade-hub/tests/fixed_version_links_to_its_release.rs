@@ -67,12 +67,18 @@ async fn fixed_version_is_linked_once_released() {
         })),
     )
     .await;
-    assert_eq!(status, 201, "written before the release: saved, with a warning");
+    assert_eq!(
+        status, 201,
+        "written before the release: saved, with a warning"
+    );
     let id = created["id"].as_str().expect("id").to_owned();
     assert_eq!(created["cvss"]["score_tenths"], 93, "{created}");
     assert_eq!(created["fixed_releases"][0]["product"], "thermo-1");
     assert_eq!(created["fixed_releases"][0]["version"], "1.3.0");
-    assert!(created["fixed_releases"][0]["release"].is_null(), "{created}");
+    assert!(
+        created["fixed_releases"][0]["release"].is_null(),
+        "{created}"
+    );
     let warnings = created["warnings"].as_array().expect("warnings");
     assert_eq!(warnings.len(), 1, "{created}");
     assert!(
@@ -110,7 +116,13 @@ async fn fixed_version_is_linked_once_released() {
         .insert_release(&release(&thermo, (1, 3, 0)))
         .await
         .expect("thermo release");
-    let (_, detail) = api(&mut admin, Method::GET, &format!("/api/v1/advisories/{id}"), None).await;
+    let (_, detail) = api(
+        &mut admin,
+        Method::GET,
+        &format!("/api/v1/advisories/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(
         detail["fixed_releases"][0]["release"]["id"],
         published.id.as_str(),

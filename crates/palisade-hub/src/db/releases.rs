@@ -113,8 +113,9 @@ impl Db {
         product: &ProductId,
         version: &str,
     ) -> Result<Option<Release>> {
-        let sql =
-            format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE product_id = $1 AND version = $2");
+        let sql = format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE product_id = $1 AND version = $2"
+        );
         optional(
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(product.as_str())

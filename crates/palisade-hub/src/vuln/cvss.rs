@@ -229,9 +229,9 @@ pub fn parse(text: &str) -> Result<Cvss, CvssError> {
 /// metrics present) and scored by the `cvss` crate; the vector is normalised to the
 /// specification's metric order.
 fn parse_v4(text: &str) -> Result<Cvss, CvssError> {
-    let vector: ::cvss::v4::Vector = text.parse().map_err(|e: ::cvss::Error| {
-        CvssError::V4(e.to_string().chars().take(120).collect())
-    })?;
+    let vector: ::cvss::v4::Vector = text
+        .parse()
+        .map_err(|e: ::cvss::Error| CvssError::V4(e.to_string().chars().take(120).collect()))?;
     let value = vector.score().value();
     if !(0.0..=10.0).contains(&value) {
         return Err(CvssError::V4("the score is out of range".into()));

@@ -197,7 +197,10 @@ pub async fn for_device(db: &Db, device: &Device) -> Result<DeviceVulnerabilitie
             id: a.id.to_string(),
             cve: a.cve.clone(),
             summary: a.summary.clone(),
-            severity: a.severity.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            severity: a
+                .severity
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
             score_tenths: a.cvss.as_ref().map(|c| c.score_tenths),
             fixed,
         });

@@ -153,7 +153,11 @@ fn vuln_rows(v: crate::vuln::matching::DeviceVulnerabilities) -> Vec<VulnRow> {
         .collect();
     rows.extend(v.vulnerabilities.into_iter().map(|f| VulnRow {
         severity: match cvss::parse(&f.vulnerability.severity) {
-            Ok(c) => format!("{} {}", c.severity.as_str(), cvss::fmt_score(c.score_tenths)),
+            Ok(c) => format!(
+                "{} {}",
+                c.severity.as_str(),
+                cvss::fmt_score(c.score_tenths)
+            ),
             Err(_) if f.vulnerability.severity.is_empty() => "not scored".into(),
             Err(_) => f.vulnerability.severity.clone(),
         },
