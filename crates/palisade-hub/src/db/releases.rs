@@ -107,6 +107,26 @@ impl Db {
         .transpose()
     }
 
+    /// The release of a model with exactly this version text (`1.3.0`), if published.
+    pub async fn release_of_version(
+        &self,
+        product: &ProductId,
+        version: &str,
+    ) -> Result<Option<Release>> {
+        let sql = format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE product_id = $1 AND version = $2"
+        );
+        optional(
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(product.as_str())
+                .bind(version)
+                .fetch_one(self.pool())
+                .await,
+        )?
+        .map(|r| release_from_row(&r))
+        .transpose()
+    }
+
     /// All releases, newest first.
     pub async fn releases(&self) -> Result<Vec<Release>> {
         let sql = format!(

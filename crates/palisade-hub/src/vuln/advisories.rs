@@ -7,7 +7,7 @@
 use super::cvss;
 use super::intake::{self, IntakeError};
 use super::triage::State as ReportState;
-use super::version::{self, Version};
+use super::versions::{self, Version};
 use crate::accounts::{self, Actor};
 use crate::audit::Outcome;
 use crate::config::Config;
@@ -175,7 +175,7 @@ pub async fn validate(db: &Db, input: &AdvisoryInput) -> Result<AdvisoryFields> 
     let fixed_version = intake::line(
         "The fixed version",
         &input.fixed_version,
-        version::MAX_LEN,
+        versions::MAX_VERSION_LEN,
         false,
     )?;
     let fixed_version = match fixed_version.as_str() {
@@ -311,6 +311,72 @@ pub async fn publish(db: &Db, config: &Config, actor: &Actor, advisory: &Advisor
     Ok(())
 }
 
+/// A fixed version an advisory names for a product model, with the release record of
+/// that model and version when one is published.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FixedRelease {
+    pub product: ProductId,
+    pub version: String,
+    /// `None`: no release of that version is published (yet).
+    pub release: Option<crate::db::releases::Release>,
+}
+
+impl FixedRelease {
+    /// The warning staff see while the fixed version is not a published release.
+    pub fn warning(&self) -> Option<String> {
+        self.release.is_none().then(|| {
+            format!(
+                "{} {} is not a published release yet: publish it before telling owners to update.",
+                self.product, self.version
+            )
+        })
+    }
+}
+
+/// The fixed versions an advisory names, per product model (each range's own fixed
+/// version; the advisory's fixed version for a model whose ranges name none), each
+/// resolved to its release record.
+///
+/// Resolved when shown rather than stored with the advisory, because an advisory is
+/// often written before its fix is released: a stored release id would be empty at
+/// writing time and need a back-fill when the release is published, while the lookup
+/// by (model, version) is one query on a unique index and is always current. A
+/// fixed version that is not (yet) a release is a warning, not a refusal, for the same
+/// reason.
+pub async fn fixed_releases(db: &Db, a: &Advisory) -> crate::error::Result<Vec<FixedRelease>> {
+    let mut wanted: Vec<(ProductId, String)> = Vec::new();
+    for r in &a.affected {
+        let own = a
+            .affected
+            .iter()
+            .filter(|o| o.product == r.product)
+            .filter_map(|o| o.fixed.clone())
+            .collect::<Vec<_>>();
+        // A model's ranges name its fixes; the advisory's fixed version stands in for
+        // a model whose ranges name none.
+        let versions = if own.is_empty() && !a.fixed_version.is_empty() {
+            vec![a.fixed_version.clone()]
+        } else {
+            own
+        };
+        for v in versions {
+            if !wanted.iter().any(|(p, w)| p == &r.product && *w == v) {
+                wanted.push((r.product.clone(), v));
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(wanted.len());
+    for (product, version) in wanted {
+        let release = db.release_of_version(&product, &version).await?;
+        out.push(FixedRelease {
+            product,
+            version,
+            release,
+        });
+    }
+    Ok(out)
+}
+
 /// One owner's exposure.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct OwnerExposure {
@@ -339,7 +405,7 @@ pub fn affects(affected: &[Affected], product: &ProductId, firmware: &str) -> Op
         match Version::parse(&a.introduced) {
             Some(intro) => {
                 let fixed = a.fixed.as_deref().and_then(Version::parse);
-                version::in_range(&v, &intro, fixed.as_ref())
+                versions::in_range(&v, &intro, fixed.as_ref())
             }
             None => false,
         }

@@ -65,7 +65,8 @@ pub fn osv(config: &Config, a: &Advisory) -> Value {
         },
     });
     if let Some(c) = &a.cvss {
-        record["severity"] = json!([{"type": "CVSS_V3", "score": c.vector}]);
+        record["severity"] =
+            json!([{"type": crate::vuln::cvss::osv_type(&c.vector), "score": c.vector}]);
     }
     if !a.credit.is_empty() {
         record["credits"] = json!([{"name": a.credit, "type": "FINDER"}]);

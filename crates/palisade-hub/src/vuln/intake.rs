@@ -310,7 +310,7 @@ pub async fn change_state(
     tell_reporter(db, config, report, &notice).await
 }
 
-/// Record the assessment: CVSS v3.1 vector (empty clears it), affected product models
+/// Record the assessment: CVSS v3.1 or v4.0 vector (empty clears it), affected product models
 /// and version ranges (text), and the assignee (a staff account, or none).
 pub async fn assess(
     db: &Db,

@@ -14,6 +14,5 @@ pub mod purl;
 pub mod sbom;
 pub mod security_txt;
 pub mod triage;
-pub mod version;
 pub mod versions;
 pub mod vulndb;

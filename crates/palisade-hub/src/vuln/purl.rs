@@ -1,6 +1,9 @@
 //! Package URLs (`pkg:type/namespace/name@version?qualifiers#subpath`) and the OSV
 //! ecosystem each type maps to, plus the lookup key both an SBOM component and an OSV
 //! `affected` entry reduce to, so matching is one index lookup per component.
+//! A `deb` purl's `distro` qualifier (`debian-12`, `bookworm`, `ubuntu-22.04`) becomes
+//! the release of its ecosystem (`Debian:12`, `Ubuntu:22.04`), so a record for one
+//! distro release matches only components declaring that release.
 
 use super::versions::base_ecosystem;
 
@@ -102,11 +105,15 @@ pub fn parse(purl: &str) -> Option<Package> {
                 "ubuntu" => "Ubuntu",
                 _ => "Debian",
             };
+            let distro = match qualifier("distro").and_then(|d| distro_release(distro, &d)) {
+                Some(release) => format!("{distro}:{release}"),
+                None => distro.to_owned(),
+            };
             // The OSV Debian data is by source package; a purl may name it.
             let pkg = qualifier("source")
                 .map(|s| s.split(' ').next().unwrap_or(&s).to_owned())
                 .unwrap_or_else(|| name.clone());
-            (distro.to_owned(), pkg)
+            (distro, pkg)
         }
         "apk" => ("Alpine".to_owned(), name.clone()),
         "maven" => ("Maven".to_owned(), format!("{namespace}:{name}")),
@@ -129,6 +136,73 @@ pub fn parse(purl: &str) -> Option<Package> {
         name,
         version,
     })
+}
+
+/// Debian's release numbers by code name (the purl spec allows either form).
+const DEBIAN_CODENAMES: [(&str, &str); 7] = [
+    ("jessie", "8"),
+    ("stretch", "9"),
+    ("buster", "10"),
+    ("bullseye", "11"),
+    ("bookworm", "12"),
+    ("trixie", "13"),
+    ("forky", "14"),
+];
+
+/// Ubuntu's release numbers by code name (those OSV has records for).
+const UBUNTU_CODENAMES: [(&str, &str); 8] = [
+    ("xenial", "16.04"),
+    ("bionic", "18.04"),
+    ("focal", "20.04"),
+    ("jammy", "22.04"),
+    ("mantic", "23.10"),
+    ("noble", "24.04"),
+    ("oracular", "24.10"),
+    ("plucky", "25.04"),
+];
+
+/// The release a `distro` qualifier names, as OSV writes it (`debian-12` or
+/// `bookworm` → `12`; `ubuntu-22.04` or `jammy` → `22.04`); `None` if it names
+/// another distribution or nothing recognisable.
+fn distro_release(distro: &str, qualifier: &str) -> Option<String> {
+    let q = qualifier.trim().to_ascii_lowercase();
+    let (prefix, names): (&str, &[(&str, &str)]) = match distro {
+        "Ubuntu" => ("ubuntu-", &UBUNTU_CODENAMES),
+        _ => ("debian-", &DEBIAN_CODENAMES),
+    };
+    if let Some(n) = q.strip_prefix(prefix) {
+        let ok = !n.is_empty()
+            && n.len() <= 8
+            && n.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            && n.starts_with(|c: char| c.is_ascii_digit());
+        return ok.then(|| n.to_owned());
+    }
+    names
+        .iter()
+        .find(|(name, _)| *name == q)
+        .map(|(_, n)| (*n).to_owned())
+}
+
+/// The release part of a Debian or Ubuntu ecosystem (`Debian:12` → `12`,
+/// `Ubuntu:22.04:LTS` and `Ubuntu:Pro:22.04:LTS` → `22.04`); `None` for the bare
+/// ecosystem and for every other ecosystem.
+fn distro_release_of(ecosystem: &str) -> Option<&str> {
+    let mut parts = ecosystem.split(':');
+    match parts.next()? {
+        "Debian" | "Ubuntu" => parts.find(|p| p.starts_with(|c: char| c.is_ascii_digit())),
+        _ => None,
+    }
+}
+
+/// Whether a record's affected ecosystem applies to a component's: a record for a
+/// Debian or Ubuntu release (`Debian:12`) applies only to components declaring that
+/// same release (`pkg:deb/debian/openssl@…?distro=debian-12`); a record for the bare
+/// ecosystem applies to all of it; other ecosystems are not split by release.
+pub fn release_matches(record_ecosystem: &str, component_ecosystem: &str) -> bool {
+    match distro_release_of(record_ecosystem) {
+        None => true,
+        Some(release) => distro_release_of(component_ecosystem) == Some(release),
+    }
 }
 
 /// The lookup key of a package in an ecosystem: the ecosystem without its release,
@@ -177,7 +251,7 @@ mod tests {
         );
         assert_eq!(
             p("pkg:deb/debian/openssl@3.0.11-1?arch=amd64&distro=debian-12"),
-            ("Debian".into(), "openssl".into(), "3.0.11-1".into())
+            ("Debian:12".into(), "openssl".into(), "3.0.11-1".into())
         );
         assert_eq!(
             p("pkg:npm/%40angular/core@16.0.0"),

@@ -243,7 +243,9 @@ async fn field_hits(
     for c in db.field_components(&keys).await? {
         for (record, a) in changed.get(&c.key).map(Vec::as_slice).unwrap_or(&[]) {
             let scheme = super::versions::Scheme::for_ecosystem(&a.ecosystem);
-            if a.affects.contains(scheme, &c.component_version) {
+            if super::purl::release_matches(&a.ecosystem, &c.ecosystem)
+                && a.affects.contains(scheme, &c.component_version)
+            {
                 hits.insert(FieldHit {
                     product: c.product.clone(),
                     version: c.version.clone(),

@@ -105,6 +105,36 @@ pub async fn list(State(state): State<AppState>, ctx: Ctx) -> Result<Response, W
     })
 }
 
+/// A fixed version as the advisory pages show it, with its release record if published.
+pub struct FixedRow {
+    pub product: String,
+    pub version: String,
+    /// Empty while no release of that version is published.
+    pub release_id: String,
+    pub released: String,
+    pub sha256: String,
+}
+
+/// The fixed versions of an advisory, resolved to release records (one place for the
+/// public and the staff page).
+pub async fn fixed_rows(state: &AppState, a: &Advisory) -> Result<Vec<FixedRow>, WebError> {
+    Ok(ops::fixed_releases(&state.db, a)
+        .await?
+        .into_iter()
+        .map(|f| FixedRow {
+            product: f.product.to_string(),
+            version: f.version,
+            release_id: f.release.as_ref().map(|r| r.id.clone()).unwrap_or_default(),
+            released: f
+                .release
+                .as_ref()
+                .map(|r| fmt_time(r.created_at))
+                .unwrap_or_default(),
+            sha256: f.release.map(|r| r.sha256).unwrap_or_default(),
+        })
+        .collect())
+}
+
 #[derive(Template)]
 #[template(path = "advisory.html")]
 struct AdvisoryPage {
@@ -112,6 +142,7 @@ struct AdvisoryPage {
     a: Row,
     details_html: String,
     fixed_version: String,
+    fixed: Vec<FixedRow>,
     remediation: String,
     credit: String,
     vector: String,
@@ -128,7 +159,9 @@ pub async fn show(
         return Ok(json_file(&feeds::osv(&state.config, &a)));
     }
     let a = published(&state, &id).await?;
+    let fixed = fixed_rows(&state, &a).await?;
     pages::render(AdvisoryPage {
+        fixed,
         c: ctx.chrome(&state, &format!("{}: {}", a.id, a.summary)),
         a: row(&a),
         // The safe Markdown subset: everything escaped first, no raw HTML, https links only.
@@ -202,6 +235,10 @@ pub struct AdvisoryDetail {
     advisory: Advisory,
     exposure: Exposure,
     owners_notified: i64,
+    /// Each fixed version with its release record (`release: null` while unpublished).
+    fixed_releases: Vec<ops::FixedRelease>,
+    /// Fixed versions that are not published releases (yet).
+    warnings: Vec<String>,
 }
 
 async fn detail(state: &AppState, id: &str) -> Result<Json<AdvisoryDetail>, WebError> {
@@ -214,10 +251,17 @@ async fn detail(state: &AppState, id: &str) -> Result<Json<AdvisoryDetail>, WebE
             advisory.id.as_str(),
         )
         .await?;
+    let fixed_releases = ops::fixed_releases(&state.db, &advisory).await?;
+    let warnings = fixed_releases
+        .iter()
+        .filter_map(ops::FixedRelease::warning)
+        .collect();
     Ok(Json(AdvisoryDetail {
         advisory,
         exposure,
         owners_notified,
+        fixed_releases,
+        warnings,
     }))
 }
 

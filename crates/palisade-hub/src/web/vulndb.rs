@@ -172,41 +172,15 @@ pub async fn show(
     }))
 }
 
-#[derive(Serialize)]
-pub struct DeviceVulnerabilities {
-    product: String,
-    firmware_version: String,
-    /// Whether an SBOM is stored for that (model, version); without one nothing is known.
-    sbom: bool,
-    vulnerabilities: Vec<Finding>,
-}
-
 /// `GET /api/v1/devices/{id}/vulnerabilities`: the known vulnerabilities of the
-/// software a device runs (its owner and staff).
+/// software a device runs (its owner and staff; anyone else gets 404).
 pub async fn device(
     State(state): State<AppState>,
     p: Principal,
     Path(id): Path<String>,
-) -> Result<Json<DeviceVulnerabilities>, WebError> {
+) -> Result<Json<matching::DeviceVulnerabilities>, WebError> {
     let device = super::devices::visible_device(&state, &p, &id).await?;
-    let stored = if device.firmware_version.is_empty() {
-        None
-    } else {
-        state
-            .db
-            .sbom(device.product_id.as_str(), &device.firmware_version)
-            .await?
-    };
-    let vulnerabilities = match &stored {
-        Some((_, components)) => matching::match_components(&state.db, components).await?,
-        None => Vec::new(),
-    };
-    Ok(Json(DeviceVulnerabilities {
-        product: device.product_id.to_string(),
-        firmware_version: device.firmware_version,
-        sbom: stored.is_some(),
-        vulnerabilities,
-    }))
+    Ok(Json(matching::for_device(&state.db, &device).await?))
 }
 
 /// `POST /api/v1/vulndb/import`: OSV records (one, or an array) as JSON (admin).

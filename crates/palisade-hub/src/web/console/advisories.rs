@@ -52,6 +52,8 @@ struct EditPage {
     max_summary: usize,
     max_details: usize,
     exposure: Option<ExposureView>,
+    /// Fixed versions with their release records (VULN-6); empty for a new advisory.
+    fixed: Vec<crate::web::advisories::FixedRow>,
 }
 
 struct ExposureView {
@@ -98,11 +100,13 @@ async fn edit_view(
         .db
         .notices_about(NoticeKind::Security, a.id.as_str())
         .await?;
+    let fixed = crate::web::advisories::fixed_rows(state, a).await?;
     let mut c = ctx.chrome(state, &format!("Advisory {}", a.id));
     c.notice = notice;
     c.error = error;
     pages::render(EditPage {
         c,
+        fixed,
         id: Some(a.id.to_string()),
         published: a
             .published_at
@@ -169,6 +173,7 @@ fn new_view(
         max_summary: MAX_SUMMARY,
         max_details: MAX_DETAILS,
         exposure: None,
+        fixed: Vec::new(),
     })
 }
 

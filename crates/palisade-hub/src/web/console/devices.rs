@@ -108,6 +108,74 @@ pub struct DevicePage {
     /// Reported install steps (issue 4): (time, version, step, reason, downtime).
     pub updates: Vec<(String, String, String, String, String)>,
     pub audit: Vec<AuditRow>,
+    /// Known vulnerabilities of the firmware it runs (VULN-5).
+    pub vulns: Vec<VulnRow>,
+    /// Whether an SBOM of that firmware is stored (else components cannot be matched).
+    pub vuln_sbom: bool,
+}
+
+/// A known vulnerability of a device's firmware, as its page shows it.
+pub struct VulnRow {
+    /// Advisory id (`PAL-…`) or OSV record id.
+    pub id: String,
+    /// The public advisory page; empty for an OSV record.
+    pub link: String,
+    pub severity: String,
+    pub summary: String,
+    /// What is affected: the firmware itself, or a component and its version.
+    pub component: String,
+    /// The version that fixes it, or empty.
+    pub fixed: String,
+}
+
+/// The rows of the device page's vulnerability table, from the one per-device query
+/// the API also answers with (`vuln::matching::for_device`).
+fn vuln_rows(v: crate::vuln::matching::DeviceVulnerabilities) -> Vec<VulnRow> {
+    use crate::vuln::cvss;
+    let mut rows: Vec<VulnRow> = v
+        .advisories
+        .into_iter()
+        .map(|a| VulnRow {
+            link: format!("/advisories/{}", a.id),
+            severity: match (a.severity.as_str(), a.score_tenths) {
+                ("", _) => "not scored".into(),
+                (s, Some(t)) => format!("{s} {}", cvss::fmt_score(t)),
+                (s, None) => s.to_owned(),
+            },
+            summary: match a.cve {
+                Some(c) => format!("{} ({c})", a.summary),
+                None => a.summary,
+            },
+            component: format!("firmware {}", v.firmware_version),
+            fixed: a.fixed.unwrap_or_default(),
+            id: a.id,
+        })
+        .collect();
+    rows.extend(v.vulnerabilities.into_iter().map(|f| VulnRow {
+        severity: match cvss::parse(&f.vulnerability.severity) {
+            Ok(c) => format!(
+                "{} {}",
+                c.severity.as_str(),
+                cvss::fmt_score(c.score_tenths)
+            ),
+            Err(_) if f.vulnerability.severity.is_empty() => "not scored".into(),
+            Err(_) => f.vulnerability.severity.clone(),
+        },
+        summary: if f.vulnerability.aliases.is_empty() {
+            f.vulnerability.summary
+        } else {
+            format!(
+                "{} ({})",
+                f.vulnerability.summary,
+                f.vulnerability.aliases.join(", ")
+            )
+        },
+        component: format!("{} {}", f.component, f.version),
+        fixed: f.fixed.unwrap_or_default(),
+        link: String::new(),
+        id: f.vulnerability.id,
+    }));
+    rows
 }
 
 fn parse_status(s: &str) -> Option<DeviceStatus> {
@@ -415,6 +483,9 @@ pub async fn detail(
         .map(|s| (s.capability.label().to_owned(), s.purpose))
         .collect();
     let is_owner = device.owner_id.as_ref() == Some(&p.user.id);
+    let known = crate::vuln::matching::for_device(&state.db, &device).await?;
+    let vuln_sbom = known.sbom;
+    let vulns = vuln_rows(known);
     let mut c = ctx.chrome(&state, &format!("Device {}", device.id));
     c.notice = notice.map(str::to_owned);
     pages::render(DevicePage {
@@ -478,6 +549,8 @@ pub async fn detail(
             })
             .collect(),
         audit,
+        vulns,
+        vuln_sbom,
     })
 }
 
