@@ -6,7 +6,8 @@
 //! (negative: no agent moves); a rollout in stages 50 %, 100 % with no soak then
 //! updates every agent: each downloads from the hub's HTTPS, verifies against the
 //! offline-signed metadata, restarts into the new slot, commits and reports 2.0.0,
-//! and the rollout completes. Every wait is bounded.
+//! and the rollout completes; `release publish --rollout 10,100` starts the next one
+//! in the same step. Every wait is bounded.
 
 mod release_kit;
 
@@ -236,5 +237,34 @@ async fn a_staged_rollout_updates_every_real_agent() {
         "{counts:?}"
     );
     assert_eq!(counts.iter().map(|c| c.devices).sum::<i64>(), AGENTS as i64);
+
+    // `release publish --rollout` starts the rollout in the same step.
+    let image = kit.path("image-2.0.1.img");
+    std::fs::write(&image, b"2.0.1").expect("image");
+    let out = kit.palisade(&[
+        "release",
+        "publish",
+        "--product",
+        MODEL,
+        "--version",
+        "2.0.1",
+        "--file",
+        image.to_str().expect("utf8"),
+        "--keys",
+        keys.to_str().expect("utf8"),
+        "--rollout",
+        "10,100",
+        "--soak-minutes",
+        "30",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("rollout "), "{stdout}");
+    let running = db
+        .rollout_of_model(MODEL, &["running"])
+        .await
+        .expect("db")
+        .expect("a running rollout");
+    assert_eq!((running.stages.clone(), running.soak_minutes), (vec![10, 100], 30));
     drop(agents);
 }
