@@ -17,7 +17,12 @@ use palisade_hub::updates::rollouts::{self, Moved};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-async fn api(b: &mut Browser, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn api(
+    b: &mut Browser,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let csrf = b.csrf.clone().expect("csrf token");
     let mut request = b.request(method, path).header("x-csrf-token", csrf);
     if let Some(body) = body {
@@ -34,7 +39,15 @@ async fn subscribe_once(hub: &TestHub, device: &TestDevice, wait: u32) -> String
     let mut args = device.args(hub.mqtt_port());
     args.extend(
         [
-            "-V", "mqttv5", "-q", "1", "-t", &device.topic("update"), "-C", "1", "-W",
+            "-V",
+            "mqttv5",
+            "-q",
+            "1",
+            "-t",
+            &device.topic("update"),
+            "-C",
+            "1",
+            "-W",
             &wait.to_string(),
         ]
         .iter()
@@ -50,7 +63,10 @@ async fn offered(hub: &TestHub, devices: &[TestDevice]) -> Vec<String> {
     let mut out = Vec::new();
     for d in devices {
         let device = db.device(&d.id).await.expect("db").expect("device");
-        if let Some(o) = palisade_hub::updates::offer(db, &device).await.expect("offer") {
+        if let Some(o) = palisade_hub::updates::offer(db, &device)
+            .await
+            .expect("offer")
+        {
             out.push(format!("{} {}", d.id, o.version));
         }
     }
@@ -71,7 +87,11 @@ async fn report(hub: &TestHub, device: &TestDevice, release: &str, step: &str) {
     assert!(r.success(), "{}", r.text());
 }
 
-async fn release(hub: &TestHub, product: &palisade_hub::ids::ProductId, v: (u64, u64, u64)) -> String {
+async fn release(
+    hub: &TestHub,
+    product: &palisade_hub::ids::ProductId,
+    v: (u64, u64, u64),
+) -> String {
     hub.hub
         .db
         .insert_release(&NewRelease {
@@ -102,7 +122,9 @@ async fn failures_over_the_threshold_halt_the_rollout() {
     let mut devices = Vec::new();
     for _ in 0..10 {
         let d = hub.enroll_device(&product).await;
-        db.set_firmware_version(&d.id, "1.0.0").await.expect("firmware");
+        db.set_firmware_version(&d.id, "1.0.0")
+            .await
+            .expect("firmware");
         devices.push(d);
     }
     let v1 = release(&hub, &product, (1, 0, 0)).await;
@@ -110,12 +132,24 @@ async fn failures_over_the_threshold_halt_the_rollout() {
 
     // Attack: an owner cannot start a rollout.
     let start = json!({"release": v2, "stages": [50, 100], "soak_minutes": 0});
-    let (status, _) = api(&mut owner, reqwest::Method::POST, "/api/v1/rollouts", Some(start.clone())).await;
+    let (status, _) = api(
+        &mut owner,
+        reqwest::Method::POST,
+        "/api/v1/rollouts",
+        Some(start.clone()),
+    )
+    .await;
     assert_eq!(status, 403);
     assert!(db.rollouts(10).await.expect("list").is_empty());
 
     // Staff start it (threshold: the default 5 %).
-    let (status, body) = api(&mut admin, reqwest::Method::POST, "/api/v1/rollouts", Some(start)).await;
+    let (status, body) = api(
+        &mut admin,
+        reqwest::Method::POST,
+        "/api/v1/rollouts",
+        Some(start),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["failure_threshold_pct"], 5);
     assert_eq!(body["progress"][0]["admitted"], 5);
@@ -135,7 +169,13 @@ async fn failures_over_the_threshold_halt_the_rollout() {
 
     // Attack: an owner cannot pause it.
     for action in ["pause", "resume", "abort"] {
-        let (status, _) = api(&mut owner, reqwest::Method::POST, &format!("/api/v1/rollouts/{id}/{action}"), None).await;
+        let (status, _) = api(
+            &mut owner,
+            reqwest::Method::POST,
+            &format!("/api/v1/rollouts/{id}/{action}"),
+            None,
+        )
+        .await;
         assert_eq!(status, 403, "{action}");
     }
 
@@ -154,9 +194,17 @@ async fn failures_over_the_threshold_halt_the_rollout() {
     assert!(matches!(&moved[..], [(_, Moved::Halted(_))]), "{moved:?}");
     let halted = db.rollout(&id).await.expect("db").expect("rollout");
     assert_eq!(halted.state, "halted");
-    assert!(halted.halted_reason.contains("1 of 5"), "{}", halted.halted_reason);
+    assert!(
+        halted.halted_reason.contains("1 of 5"),
+        "{}",
+        halted.halted_reason
+    );
     let audit = db.audit_entries(50, None).await.expect("audit");
-    assert!(audit.iter().any(|e| e.action == "rollout.halt" && e.target == id));
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "rollout.halt" && e.target == id)
+    );
     let mail = hub.wait_for_mail(ADMIN_EMAIL, "halted").await;
     assert!(mail.contains(&format!("/rollouts/{id}")), "{mail}");
 
@@ -165,7 +213,12 @@ async fn failures_over_the_threshold_halt_the_rollout() {
     assert!(offered(&hub, &devices).await.is_empty());
     let got = subscribe_once(&hub, admitted[1], 3).await;
     assert!(got.trim().is_empty(), "halted: no offer, got {got}");
-    assert!(rollouts::tick(db, &fleet, url).await.expect("tick").is_empty());
+    assert!(
+        rollouts::tick(db, &fleet, url)
+            .await
+            .expect("tick")
+            .is_empty()
+    );
 
     // The console shows the reason and the picture.
     let page = admin.get(&format!("/rollouts/{id}")).await;
@@ -178,19 +231,47 @@ async fn failures_over_the_threshold_halt_the_rollout() {
     assert_eq!(page.status, 403);
 
     // Resume accepts that failure: offers flow again and the engine does not re-halt.
-    let (status, body) = api(&mut admin, reqwest::Method::POST, &format!("/api/v1/rollouts/{id}/resume"), None).await;
+    let (status, body) = api(
+        &mut admin,
+        reqwest::Method::POST,
+        &format!("/api/v1/rollouts/{id}/resume"),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "running");
-    assert_eq!(offered(&hub, &devices).await.len(), 5, "4 admitted + the rolled-back one retry");
+    assert_eq!(
+        offered(&hub, &devices).await.len(),
+        5,
+        "4 admitted + the rolled-back one retry"
+    );
     let moved = rollouts::tick(db, &fleet, url).await.expect("tick");
     assert!(!matches!(&moved[..], [(_, Moved::Halted(_))]), "{moved:?}");
     // Pause: nothing offered; resume again.
-    let (status, _) = api(&mut admin, reqwest::Method::POST, &format!("/api/v1/rollouts/{id}/pause"), None).await;
+    let (status, _) = api(
+        &mut admin,
+        reqwest::Method::POST,
+        &format!("/api/v1/rollouts/{id}/pause"),
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(offered(&hub, &devices).await.is_empty());
-    let (status, _) = api(&mut admin, reqwest::Method::POST, &format!("/api/v1/rollouts/{id}/pause"), None).await;
+    let (status, _) = api(
+        &mut admin,
+        reqwest::Method::POST,
+        &format!("/api/v1/rollouts/{id}/pause"),
+        None,
+    )
+    .await;
     assert_eq!(status, 409, "only a running rollout can be paused");
-    let (status, _) = api(&mut admin, reqwest::Method::POST, &format!("/api/v1/rollouts/{id}/resume"), None).await;
+    let (status, _) = api(
+        &mut admin,
+        reqwest::Method::POST,
+        &format!("/api/v1/rollouts/{id}/resume"),
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
 
     // A new failure halts it again.
@@ -210,22 +291,45 @@ async fn failures_over_the_threshold_halt_the_rollout() {
     // Two devices installed 2.0.0 (the bad one). Attack: "roll back" to 1.0.0 is a
     // downgrade, which devices refuse (anti-rollback): refused, saying why.
     for d in &admitted[2..4] {
-        db.set_firmware_version(&d.id, "2.0.0").await.expect("firmware");
+        db.set_firmware_version(&d.id, "2.0.0")
+            .await
+            .expect("firmware");
     }
-    let (status, body) = api(&mut admin, reqwest::Method::POST, &format!("/api/v1/rollouts/{id}/rollback"), Some(json!({"release": v1}))).await;
+    let (status, body) = api(
+        &mut admin,
+        reqwest::Method::POST,
+        &format!("/api/v1/rollouts/{id}/rollback"),
+        Some(json!({"release": v1})),
+    )
+    .await;
     assert_eq!(status, 409, "{body}");
     let why = body["error"].as_str().unwrap_or_default();
-    assert!(why.contains("anti-rollback") && why.contains("2.0.1"), "{why}");
-    assert_eq!(db.rollout(&id).await.expect("db").expect("r").state, "halted");
+    assert!(
+        why.contains("anti-rollback") && why.contains("2.0.1"),
+        "{why}"
+    );
+    assert_eq!(
+        db.rollout(&id).await.expect("db").expect("r").state,
+        "halted"
+    );
 
     // Roll back to 2.0.1 (the old image re-published higher): exactly those two devices.
     let v201 = release(&hub, &product, (2, 0, 1)).await;
-    let (status, body) = api(&mut admin, reqwest::Method::POST, &format!("/api/v1/rollouts/{id}/rollback"), Some(json!({"release": v201}))).await;
+    let (status, body) = api(
+        &mut admin,
+        reqwest::Method::POST,
+        &format!("/api/v1/rollouts/{id}/rollback"),
+        Some(json!({"release": v201})),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["rolled_back"]["state"], "rolled_back");
     assert_eq!(body["replacement"]["release"], v201.as_str());
     let replacement = body["replacement"]["id"].as_str().expect("id").to_owned();
-    let mut expected: Vec<String> = admitted[2..4].iter().map(|d| format!("{} 2.0.1", d.id)).collect();
+    let mut expected: Vec<String> = admitted[2..4]
+        .iter()
+        .map(|d| format!("{} 2.0.1", d.id))
+        .collect();
     expected.sort();
     let mut got = offered(&hub, &devices).await;
     got.sort();
@@ -235,14 +339,32 @@ async fn failures_over_the_threshold_halt_the_rollout() {
     }
 
     // Abort the replacement: nothing is offered any more; aborting twice is refused.
-    let (status, body) = api(&mut admin, reqwest::Method::POST, &format!("/api/v1/rollouts/{replacement}/abort"), None).await;
+    let (status, body) = api(
+        &mut admin,
+        reqwest::Method::POST,
+        &format!("/api/v1/rollouts/{replacement}/abort"),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "aborted");
     assert!(offered(&hub, &devices).await.is_empty());
-    let (status, _) = api(&mut admin, reqwest::Method::POST, &format!("/api/v1/rollouts/{replacement}/abort"), None).await;
+    let (status, _) = api(
+        &mut admin,
+        reqwest::Method::POST,
+        &format!("/api/v1/rollouts/{replacement}/abort"),
+        None,
+    )
+    .await;
     assert_eq!(status, 409);
     let audit = db.audit_entries(100, None).await.expect("audit");
-    for action in ["rollout.create", "rollout.resume", "rollout.pause", "rollout.rollback", "rollout.abort"] {
+    for action in [
+        "rollout.create",
+        "rollout.resume",
+        "rollout.pause",
+        "rollout.rollback",
+        "rollout.abort",
+    ] {
         assert!(audit.iter().any(|e| e.action == action), "{action} audited");
     }
     // The list shows both.

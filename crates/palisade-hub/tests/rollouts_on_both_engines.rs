@@ -81,22 +81,46 @@ async fn contract(db: Db) {
         other => panic!("second rollout must be refused: {other:?}"),
     }
     for state in [PAUSED, HALTED] {
-        assert!(db.set_rollout_state(&r.id, &[RUNNING, PAUSED], state, "why").await.expect("state"));
-        assert!(db.insert_rollout(&first).await.is_err(), "{state} is unfinished");
+        assert!(
+            db.set_rollout_state(&r.id, &[RUNNING, PAUSED], state, "why")
+                .await
+                .expect("state")
+        );
+        assert!(
+            db.insert_rollout(&first).await.is_err(),
+            "{state} is unfinished"
+        );
     }
-    assert_eq!(db.rollout(&r.id).await.expect("db").expect("r").halted_reason, "why");
+    assert_eq!(
+        db.rollout(&r.id)
+            .await
+            .expect("db")
+            .expect("r")
+            .halted_reason,
+        "why"
+    );
     // Wrong source state: nothing happens.
-    assert!(!db.set_rollout_state(&r.id, &[PAUSED], COMPLETED, "").await.expect("state"));
+    assert!(
+        !db.set_rollout_state(&r.id, &[PAUSED], COMPLETED, "")
+            .await
+            .expect("state")
+    );
     assert!(db.resume_rollout(&r.id, 1).await.expect("resume"));
     let resumed = db.rollout(&r.id).await.expect("db").expect("r");
-    assert_eq!((resumed.state.as_str(), resumed.accepted_failures), (RUNNING, 1));
+    assert_eq!(
+        (resumed.state.as_str(), resumed.accepted_failures),
+        (RUNNING, 1)
+    );
     assert!(resumed.halted_reason.is_empty());
 
     // Candidates: every active device of the model, paged by id.
     let mut all = Vec::new();
     let mut after = String::new();
     for _ in 0..10 {
-        let page = db.rollout_candidates(&resumed, &after, 3).await.expect("page");
+        let page = db
+            .rollout_candidates(&resumed, &after, 3)
+            .await
+            .expect("page");
         let Some((last, _)) = page.last() else { break };
         after = last.clone();
         all.extend(page);
@@ -105,11 +129,25 @@ async fn contract(db: Db) {
     assert!(all.iter().any(|(_, fw)| fw == "2.0.0"));
 
     // Admission is once per device.
-    assert!(db.admit_to_rollout(&r.id, devices[0].as_str(), 0).await.expect("admit"));
-    assert!(!db.admit_to_rollout(&r.id, devices[0].as_str(), 0).await.expect("again"));
+    assert!(
+        db.admit_to_rollout(&r.id, devices[0].as_str(), 0)
+            .await
+            .expect("admit")
+    );
+    assert!(
+        !db.admit_to_rollout(&r.id, devices[0].as_str(), 0)
+            .await
+            .expect("again")
+    );
     assert!(db.is_admitted(&r.id, &devices[0]).await.expect("is"));
     assert!(!db.is_admitted(&r.id, &devices[1]).await.expect("is"));
-    assert_eq!(db.rollout_admitted(&r.id, "", 10).await.expect("admitted").len(), 1);
+    assert_eq!(
+        db.rollout_admitted(&r.id, "", 10)
+            .await
+            .expect("admitted")
+            .len(),
+        1
+    );
     // A report for the release is counted on the rollout.
     db.insert_update_report(
         &devices[0],
@@ -126,7 +164,10 @@ async fn contract(db: Db) {
     .expect("report");
     let counts = db.rollout_step_counts(&r.id).await.expect("counts");
     assert_eq!(counts.len(), 1);
-    assert_eq!((counts[0].stage, counts[0].step.as_str(), counts[0].devices), (0, "failed", 1));
+    assert_eq!(
+        (counts[0].stage, counts[0].step.as_str(), counts[0].devices),
+        (0, "failed", 1)
+    );
 
     // Stages advance one at a time.
     assert!(!db.advance_rollout(&r.id, 2).await.expect("skip"));
@@ -134,7 +175,11 @@ async fn contract(db: Db) {
     assert_eq!(db.rollout(&r.id).await.expect("db").expect("r").stage, 1);
 
     // Finished: a new rollout may start; a device list limits the candidates.
-    assert!(db.set_rollout_state(&r.id, &[RUNNING], ABORTED, "").await.expect("abort"));
+    assert!(
+        db.set_rollout_state(&r.id, &[RUNNING], ABORTED, "")
+            .await
+            .expect("abort")
+    );
     let listed = [devices[1].clone(), devices[2].clone()];
     let second = spec(&release.id, &listed);
     let r2 = db.insert_rollout(&second).await.expect("second rollout");
@@ -146,15 +191,37 @@ async fn contract(db: Db) {
     want.sort();
     assert_eq!(ids, want);
     // A listed rollout, even completed, is not the model's general release.
-    assert!(db.set_rollout_state(&r2.id, &[RUNNING], COMPLETED, "").await.expect("done"));
-    assert!(db.completed_fleet_rollout("lamp-v1").await.expect("db").is_none());
+    assert!(
+        db.set_rollout_state(&r2.id, &[RUNNING], COMPLETED, "")
+            .await
+            .expect("done")
+    );
+    assert!(
+        db.completed_fleet_rollout("lamp-v1")
+            .await
+            .expect("db")
+            .is_none()
+    );
     let r3 = db.insert_rollout(&first).await.expect("third");
-    assert!(db.set_rollout_state(&r3.id, &[RUNNING], COMPLETED, "").await.expect("done"));
+    assert!(
+        db.set_rollout_state(&r3.id, &[RUNNING], COMPLETED, "")
+            .await
+            .expect("done")
+    );
     assert_eq!(
-        db.completed_fleet_rollout("lamp-v1").await.expect("db").map(|r| r.id),
+        db.completed_fleet_rollout("lamp-v1")
+            .await
+            .expect("db")
+            .map(|r| r.id),
         Some(r3.id.clone())
     );
-    assert_eq!(db.rollouts_in(&[RUNNING, PAUSED, HALTED]).await.expect("db").len(), 0);
+    assert_eq!(
+        db.rollouts_in(&[RUNNING, PAUSED, HALTED])
+            .await
+            .expect("db")
+            .len(),
+        0
+    );
     assert_eq!(db.rollouts(10).await.expect("db").len(), 3);
     assert_eq!(
         db.devices_on_version("lamp-v1", "2.0.0").await.expect("db"),

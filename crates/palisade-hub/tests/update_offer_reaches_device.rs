@@ -77,19 +77,27 @@ async fn the_offer_arrives_and_install_steps_are_stored() {
 
     // A published release alone is offered to nobody: only a rollout offers it.
     assert!(
-        palisade_hub::updates::offer(db, &db.device(&device.id).await.expect("db").expect("device"))
-            .await
-            .expect("offer")
-            .is_none()
+        palisade_hub::updates::offer(
+            db,
+            &db.device(&device.id).await.expect("db").expect("device")
+        )
+        .await
+        .expect("offer")
+        .is_none()
     );
     let fleet = hub.hub.state.fleet.clone();
-    let first = rollouts::create(db, &fleet, &Actor::cli(), &Request {
-        release: release.id.clone(),
-        stages: vec![100],
-        soak_minutes: 0,
-        failure_threshold_pct: 5,
-        devices: Vec::new(),
-    })
+    let first = rollouts::create(
+        db,
+        &fleet,
+        &Actor::cli(),
+        &Request {
+            release: release.id.clone(),
+            stages: vec![100],
+            soak_minutes: 0,
+            failure_threshold_pct: 5,
+            devices: Vec::new(),
+        },
+    )
     .await
     .expect("rollout");
 
@@ -156,7 +164,9 @@ async fn the_offer_arrives_and_install_steps_are_stored() {
     assert!(got.trim().is_empty(), "no offer expected, got {got}");
 
     // A rollout started while the device listens reaches it at once.
-    rollouts::abort(db, &Actor::cli(), &first.id).await.expect("abort");
+    rollouts::abort(db, &Actor::cli(), &first.id)
+        .await
+        .expect("abort");
     let listener = subscribe_once(&hub, &device, 15);
     let publisher = async {
         // Bounded: let the device connect and subscribe first (if it subscribes later,
@@ -181,17 +191,23 @@ async fn the_offer_arrives_and_install_steps_are_stored() {
             })
             .await
             .expect("release");
-        rollouts::create(db, &fleet, &Actor::cli(), &Request {
-            release: newer.id.clone(),
-            stages: vec![100],
-            soak_minutes: 0,
-            failure_threshold_pct: 5,
-            devices: Vec::new(),
-        })
+        rollouts::create(
+            db,
+            &fleet,
+            &Actor::cli(),
+            &Request {
+                release: newer.id.clone(),
+                stages: vec![100],
+                soak_minutes: 0,
+                failure_threshold_pct: 5,
+                devices: Vec::new(),
+            },
+        )
         .await
         .expect("rollout")
     };
     let (got, _) = tokio::join!(listener, publisher);
-    let offer: serde_json::Value = serde_json::from_str(got.trim()).expect("offer on rollout start");
+    let offer: serde_json::Value =
+        serde_json::from_str(got.trim()).expect("offer on rollout start");
     assert_eq!(offer["version"], "2.1.0");
 }

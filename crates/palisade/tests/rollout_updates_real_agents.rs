@@ -78,10 +78,18 @@ async fn a_staged_rollout_updates_every_real_agent() {
     let root = kit.shipped_root().await;
     let v1 = vec![1u8; 50_000];
     let out = kit.publish(&keys, "1.0.0", &v1, false);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v2: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
     let out = kit.publish(&keys, "2.0.0", &v2, true);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let db = &kit.hub.db;
     let product = palisade_hub::ids::ProductId::parse(MODEL).expect("id");
     let release = db
@@ -115,7 +123,11 @@ async fn a_staged_rollout_updates_every_real_agent() {
             .arg(&root)
             .output()
             .expect("update-root");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let log = kit.path(&format!("agent-{i}.log"));
         let child = Command::new(&agent_bin)
             .args(["run", "--state-dir"])
@@ -163,7 +175,12 @@ async fn a_staged_rollout_updates_every_real_agent() {
             .iter()
             .all(|d| d.firmware_version == "1.0.0")
     );
-    assert!(db.update_reports(&db.devices().await.expect("d")[0].id, 5).await.expect("r").is_empty());
+    assert!(
+        db.update_reports(&db.devices().await.expect("d")[0].id, 5)
+            .await
+            .expect("r")
+            .is_empty()
+    );
 
     // Start the rollout through the API, as an operator would.
     let created: serde_json::Value = kit
@@ -177,7 +194,10 @@ async fn a_staged_rollout_updates_every_real_agent() {
         .json()
         .await
         .expect("json");
-    let id = created["id"].as_str().unwrap_or_else(|| panic!("{created}")).to_owned();
+    let id = created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned();
     assert_eq!(created["progress"][0]["admitted"], AGENTS / 2);
 
     // Drive the engine (the hub also runs it on its own) until the rollout completes.
@@ -221,9 +241,16 @@ async fn a_staged_rollout_updates_every_real_agent() {
             .rev()
             .map(|r| r.step)
             .collect();
-        assert_eq!(steps.last().map(String::as_str), Some("committed"), "{steps:?}");
+        assert_eq!(
+            steps.last().map(String::as_str),
+            Some("committed"),
+            "{steps:?}"
+        );
         for step in ["downloading", "verified", "installed"] {
-            assert!(steps.iter().any(|s| s == step), "{step} reported: {steps:?}");
+            assert!(
+                steps.iter().any(|s| s == step),
+                "{step} reported: {steps:?}"
+            );
         }
         assert!(
             !steps.iter().any(|s| s == "failed" || s == "rolled_back"),
@@ -232,10 +259,7 @@ async fn a_staged_rollout_updates_every_real_agent() {
         );
     }
     let counts = db.rollout_step_counts(&id).await.expect("counts");
-    assert!(
-        counts.iter().all(|c| c.step == "committed"),
-        "{counts:?}"
-    );
+    assert!(counts.iter().all(|c| c.step == "committed"), "{counts:?}");
     assert_eq!(counts.iter().map(|c| c.devices).sum::<i64>(), AGENTS as i64);
 
     // `release publish --rollout` starts the rollout in the same step.
@@ -258,13 +282,20 @@ async fn a_staged_rollout_updates_every_real_agent() {
         "30",
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("rollout "), "{stdout}");
     let running = db
         .rollout_of_model(MODEL, &["running"])
         .await
         .expect("db")
         .expect("a running rollout");
-    assert_eq!((running.stages.clone(), running.soak_minutes), (vec![10, 100], 30));
+    assert_eq!(
+        (running.stages.clone(), running.soak_minutes),
+        (vec![10, 100], 30)
+    );
     drop(agents);
 }

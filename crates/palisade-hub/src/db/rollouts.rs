@@ -299,13 +299,15 @@ impl Db {
 
     /// The rollout's device list (empty: the whole model).
     pub async fn rollout_targets(&self, id: &str) -> Result<Vec<String>> {
-        sqlx::query("SELECT device_id FROM rollout_targets WHERE rollout_id = $1 ORDER BY device_id")
-            .bind(id)
-            .fetch_all(self.pool())
-            .await?
-            .iter()
-            .map(|r| Ok(r.try_get::<String, _>("device_id")?))
-            .collect()
+        sqlx::query(
+            "SELECT device_id FROM rollout_targets WHERE rollout_id = $1 ORDER BY device_id",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get::<String, _>("device_id")?))
+        .collect()
     }
 
     /// One page of the active devices a rollout may admit (its model, or its device

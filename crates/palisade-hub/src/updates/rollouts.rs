@@ -98,7 +98,9 @@ fn check_stages(stages: &[u32]) -> Result<()> {
         return Err(refused("stage percents must increase, starting above 0"));
     }
     if stages.last() != Some(&100) {
-        return Err(refused("the last stage must be 100 (every eligible device)"));
+        return Err(refused(
+            "the last stage must be 100 (every eligible device)",
+        ));
     }
     Ok(())
 }
@@ -128,7 +130,15 @@ async fn release_of(db: &Db, rollout: &Rollout) -> Result<Release> {
 pub async fn create(db: &Db, fleet: &Fleet, actor: &Actor, req: &Request) -> Result<Rollout> {
     let outcome = create_inner(db, fleet, actor, req, "").await;
     if let Err(Error::Conflict(why)) = &outcome {
-        accounts::audit(db, actor, "rollout.create", &req.release, Outcome::Denied, why).await?;
+        accounts::audit(
+            db,
+            actor,
+            "rollout.create",
+            &req.release,
+            Outcome::Denied,
+            why,
+        )
+        .await?;
     }
     outcome
 }
@@ -409,9 +419,19 @@ async fn step(db: &Db, fleet: &Fleet, public_url: &str, r: &Rollout) -> Result<M
             all_n,
             threshold
         );
-        if db.set_rollout_state(&r.id, &[RUNNING], HALTED, &reason).await? {
-            accounts::audit(db, &engine(), "rollout.halt", &r.id, Outcome::Success, &reason)
-                .await?;
+        if db
+            .set_rollout_state(&r.id, &[RUNNING], HALTED, &reason)
+            .await?
+        {
+            accounts::audit(
+                db,
+                &engine(),
+                "rollout.halt",
+                &r.id,
+                Outcome::Success,
+                &reason,
+            )
+            .await?;
             let body = format!(
                 "The rollout of {} {} halted itself: {reason}.\n\nNo device is offered the release while it is halted. Look at the failures, then resume (accepting them), abort, or roll back:\n  {}/rollouts/{}\n",
                 release.product,
@@ -472,7 +492,10 @@ async fn step(db: &Db, fleet: &Fleet, public_url: &str, r: &Rollout) -> Result<M
         if late > 0 {
             return Ok(Moved::Admitted(late));
         }
-        if db.set_rollout_state(&r.id, &[RUNNING], COMPLETED, "").await? {
+        if db
+            .set_rollout_state(&r.id, &[RUNNING], COMPLETED, "")
+            .await?
+        {
             accounts::audit(
                 db,
                 &engine(),
@@ -513,7 +536,15 @@ pub async fn pause(db: &Db, actor: &Actor, id: &str) -> Result<Rollout> {
     if !db.set_rollout_state(&r.id, &[RUNNING], PAUSED, "").await? {
         return Err(refused(format!("the rollout is {}, not running", r.state)));
     }
-    accounts::audit(db, actor, "rollout.pause", &r.id, Outcome::Success, "paused").await?;
+    accounts::audit(
+        db,
+        actor,
+        "rollout.pause",
+        &r.id,
+        Outcome::Success,
+        "paused",
+    )
+    .await?;
     load(db, id).await
 }
 
@@ -556,7 +587,15 @@ pub async fn abort(db: &Db, actor: &Actor, id: &str) -> Result<Rollout> {
             r.state
         )));
     }
-    accounts::audit(db, actor, "rollout.abort", &r.id, Outcome::Success, "aborted").await?;
+    accounts::audit(
+        db,
+        actor,
+        "rollout.abort",
+        &r.id,
+        Outcome::Success,
+        "aborted",
+    )
+    .await?;
     load(db, id).await
 }
 
@@ -671,7 +710,9 @@ pub async fn from_advisory(
             .clone()
             .filter(|f| !f.is_empty())
             .unwrap_or_else(|| advisory.fixed_version.clone());
-        if !fixed.is_empty() && !candidates.contains(&(a.product.as_str().to_owned(), fixed.clone())) {
+        if !fixed.is_empty()
+            && !candidates.contains(&(a.product.as_str().to_owned(), fixed.clone()))
+        {
             candidates.push((a.product.as_str().to_owned(), fixed));
         }
     }

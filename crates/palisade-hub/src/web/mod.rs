@@ -468,16 +468,56 @@ fn routes(state: AppState) -> Routes {
         .add("POST", "/rollouts", Staff, post(rollouts::create))
         .add("GET", "/rollouts/{id}", Staff, get(rollouts::detail))
         .add("POST", "/rollouts/{id}/pause", Staff, post(rollouts::pause))
-        .add("POST", "/rollouts/{id}/resume", Staff, post(rollouts::resume))
+        .add(
+            "POST",
+            "/rollouts/{id}/resume",
+            Staff,
+            post(rollouts::resume),
+        )
         .add("POST", "/rollouts/{id}/abort", Staff, post(rollouts::abort))
-        .add("POST", "/rollouts/{id}/rollback", Staff, post(rollouts::rollback))
+        .add(
+            "POST",
+            "/rollouts/{id}/rollback",
+            Staff,
+            post(rollouts::rollback),
+        )
         .add("GET", "/api/v1/rollouts", Staff, get(rollouts::api_list))
-        .add("POST", "/api/v1/rollouts", Staff, post(rollouts::api_create))
-        .add("GET", "/api/v1/rollouts/{id}", Staff, get(rollouts::api_show))
-        .add("POST", "/api/v1/rollouts/{id}/pause", Staff, post(rollouts::api_pause))
-        .add("POST", "/api/v1/rollouts/{id}/resume", Staff, post(rollouts::api_resume))
-        .add("POST", "/api/v1/rollouts/{id}/abort", Staff, post(rollouts::api_abort))
-        .add("POST", "/api/v1/rollouts/{id}/rollback", Staff, post(rollouts::api_rollback))
+        .add(
+            "POST",
+            "/api/v1/rollouts",
+            Staff,
+            post(rollouts::api_create),
+        )
+        .add(
+            "GET",
+            "/api/v1/rollouts/{id}",
+            Staff,
+            get(rollouts::api_show),
+        )
+        .add(
+            "POST",
+            "/api/v1/rollouts/{id}/pause",
+            Staff,
+            post(rollouts::api_pause),
+        )
+        .add(
+            "POST",
+            "/api/v1/rollouts/{id}/resume",
+            Staff,
+            post(rollouts::api_resume),
+        )
+        .add(
+            "POST",
+            "/api/v1/rollouts/{id}/abort",
+            Staff,
+            post(rollouts::api_abort),
+        )
+        .add(
+            "POST",
+            "/api/v1/rollouts/{id}/rollback",
+            Staff,
+            post(rollouts::api_rollback),
+        )
         .add(
             "POST",
             "/manage/advisories/{id}/rollout",

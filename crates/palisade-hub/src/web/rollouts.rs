@@ -113,7 +113,12 @@ enum Action {
     Abort,
 }
 
-async fn act(state: &AppState, actor: &Actor, id: &str, action: Action) -> Result<Rollout, WebError> {
+async fn act(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+    action: Action,
+) -> Result<Rollout, WebError> {
     let r = load(state, id).await?;
     match action {
         Action::Pause => ops::pause(&state.db, actor, &r.id).await,
@@ -370,7 +375,12 @@ const ROW_HEIGHT: u32 = 34;
 /// The rows of the SVG progress picture: per stage a bar, as long as its share of
 /// the admitted devices, split into committed, in progress, waiting and failed.
 pub fn picture(rollout: &Rollout, progress: &[StageProgress]) -> Vec<Bar> {
-    let most = progress.iter().map(|s| s.admitted).max().unwrap_or(0).max(1);
+    let most = progress
+        .iter()
+        .map(|s| s.admitted)
+        .max()
+        .unwrap_or(0)
+        .max(1);
     progress
         .iter()
         .enumerate()
@@ -454,7 +464,10 @@ async fn detail_view(
         .collect();
     let bars = picture(&v.rollout, &v.progress);
     let state_now = v.rollout.state.as_str();
-    let mut c = ctx.chrome(state, &format!("Rollout of {} {}", v.rollout.product, v.version));
+    let mut c = ctx.chrome(
+        state,
+        &format!("Rollout of {} {}", v.rollout.product, v.version),
+    );
     c.notice = notice;
     c.error = error;
     pages::render(DetailPage {
@@ -551,7 +564,16 @@ pub async fn rollback(
 ) -> Result<Response, WebError> {
     let r = load(&state, &id).await?;
     let actor = Actor::user(&ctx.me()?.user, ctx.ip);
-    match ops::roll_back(&state.db, &state.fleet, &actor, &r.id, form.release.trim(), None).await {
+    match ops::roll_back(
+        &state.db,
+        &state.fleet,
+        &actor,
+        &r.id,
+        form.release.trim(),
+        None,
+    )
+    .await
+    {
         Ok(Some(new)) => Ok(redirect(&format!("/rollouts/{}", new.id))),
         Ok(None) => {
             let r = load(&state, &id).await?;

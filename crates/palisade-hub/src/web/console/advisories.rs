@@ -267,7 +267,9 @@ pub async fn rollout(
     let actor = Actor::user(&ctx.me()?.user, ctx.ip);
     match crate::updates::rollouts::from_advisory(&state.db, &state.fleet, &actor, &a).await {
         Ok(r) => Ok(redirect(&format!("/rollouts/{}", r.id))),
-        Err(crate::error::Error::Conflict(m)) => edit_view(&state, &ctx, &a, None, None, Some(m)).await,
+        Err(crate::error::Error::Conflict(m)) => {
+            edit_view(&state, &ctx, &a, None, None, Some(m)).await
+        }
         Err(e) => Err(WebError::Internal(e)),
     }
 }
