@@ -15,6 +15,8 @@ use common::devices::{TestDevice, eventually, publish, run};
 use palisade_hub::accounts::Actor;
 use palisade_hub::db::releases::{NewRelease, UpdateReport};
 use palisade_hub::updates::rollouts::{self, Moved, Request};
+// The hub's engine also runs every 15 s; moves are checked by their outcome, and the
+// `Nothing` checks hold whoever runs the pass (nothing may move then).
 use std::time::Duration;
 
 async fn subscribe_once(hub: &TestHub, device: &TestDevice, wait: u32) -> String {
@@ -217,7 +219,10 @@ async fn stages_admit_their_share_and_late_devices_join_at_100() {
         .await
         .expect("clock");
     let moved = rollouts::tick(db, &fleet, url).await.expect("tick");
-    assert_eq!(moved, vec![(rollout.id.clone(), Moved::Advanced(1))]);
+    // (The hub's own engine may have made this move first: check the outcome.)
+    assert!(moved.len() <= 1, "{moved:?}");
+    let now = db.rollout(&rollout.id).await.expect("db").expect("rollout");
+    assert_eq!((now.stage, now.state.as_str()), (1, "running"), "{moved:?}");
     assert_eq!(admitted(&hub, &rollout.id).await, 5);
     let second_stage = offered(&hub, &devices).await;
     assert_eq!(second_stage.len(), 4, "4 new (the canary runs 2.0.0 now)");
@@ -239,7 +244,10 @@ async fn stages_admit_their_share_and_late_devices_join_at_100() {
         .await
         .expect("clock");
     let moved = rollouts::tick(db, &fleet, url).await.expect("tick");
-    assert_eq!(moved, vec![(rollout.id.clone(), Moved::Advanced(2))]);
+    // (The hub's own engine may have made this move first: check the outcome.)
+    assert!(moved.len() <= 1, "{moved:?}");
+    let now = db.rollout(&rollout.id).await.expect("db").expect("rollout");
+    assert_eq!((now.stage, now.state.as_str()), (2, "running"), "{moved:?}");
     assert_eq!(admitted(&hub, &rollout.id).await, 10);
 
     // A device enrolled now (on the old version) is included: it connects and gets the offer.
@@ -260,7 +268,14 @@ async fn stages_admit_their_share_and_late_devices_join_at_100() {
         .await
         .expect("clock");
     let moved = rollouts::tick(db, &fleet, url).await.expect("tick");
-    assert_eq!(moved, vec![(rollout.id.clone(), Moved::Completed)]);
+    // (The hub's own engine may have made this move first: check the outcome.)
+    assert!(moved.len() <= 1, "{moved:?}");
+    let now = db.rollout(&rollout.id).await.expect("db").expect("rollout");
+    assert_eq!(
+        (now.stage, now.state.as_str()),
+        (2, "completed"),
+        "{moved:?}"
+    );
     let done = db.rollout(&rollout.id).await.expect("db").expect("rollout");
     assert_eq!(done.state, "completed");
     // A device enrolled after completion still gets the release (the model's current one).
