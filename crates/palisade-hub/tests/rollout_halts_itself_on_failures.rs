@@ -393,4 +393,39 @@ async fn failures_over_the_threshold_halt_the_rollout() {
     let (status, body) = api(&mut admin, reqwest::Method::GET, "/api/v1/rollouts", None).await;
     assert_eq!(status, 200);
     assert_eq!(body.as_array().map(Vec::len), Some(2));
+
+    // The console form: bad stages are refused with the reason; good ones start it.
+    admin.get("/rollouts").await;
+    let form = |stages: &'static str| {
+        [
+            ("release", v201.clone()),
+            ("stages", stages.to_owned()),
+            ("soak_minutes", "5".to_owned()),
+            ("failure_threshold_pct", "10".to_owned()),
+            ("devices", String::new()),
+        ]
+    };
+    let fields = form("50,40");
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let page = admin.post_form("/rollouts", &fields).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("must increase"), "{}", page.body);
+    let fields = form("50,100");
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let page = admin.post_form("/rollouts", &fields).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let started = db
+        .rollout_of_model("lamp-v1", &["running"])
+        .await
+        .expect("db")
+        .expect("running");
+    assert_eq!(page.location(), format!("/rollouts/{}", started.id));
+    assert_eq!(
+        (
+            started.stages,
+            started.soak_minutes,
+            started.failure_threshold_pct
+        ),
+        (vec![50, 100], 5, 10)
+    );
 }
