@@ -220,6 +220,21 @@ pub async fn start(config: Config) -> Result<RunningHub> {
             }
         }
     }));
+    // Staged rollouts: halt, advance, complete, admit late enrolments (issue 4).
+    let (engine_db, engine_fleet, engine_url) =
+        (db.clone(), state.fleet.clone(), config.public_url.clone());
+    let mut stop_engine = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(updates::rollouts::TICK_SECS)) => {}
+                _ = stop_engine.changed() => return,
+            }
+            if let Err(e) = updates::rollouts::tick(&engine_db, &engine_fleet, &engine_url).await {
+                tracing::error!(error = %e, "rollout engine pass failed");
+            }
+        }
+    }));
     tasks.push(tokio::spawn(retention::run_periodically(
         db.clone(),
         config.retention.clone(),

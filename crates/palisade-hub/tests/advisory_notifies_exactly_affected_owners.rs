@@ -139,7 +139,8 @@ async fn only_owners_on_affected_versions_get_one_security_notice() {
     );
     assert!(page.body.contains("owner-onetwo") && page.body.contains("owner-patch"));
     assert!(!page.body.contains("owner-oneone") && !page.body.contains("owner-lamp"));
-    assert!(page.body.contains("id=\"rollout-placeholder\""));
+    // The one-step security rollout is offered once the advisory is published.
+    assert!(!page.body.contains("id=\"security-rollout\""));
 
     // An owner can neither publish nor notify.
     let page = on11.post_form(&format!("{manage}/notify"), &[]).await;

@@ -1,6 +1,7 @@
-//! UPD-1, UPD-7 (offer), UPD-5 (report): the hub offers the newest release of a
-//! device's model on `devices/{id}/update` (QoS 1) to a device whose reported firmware
-//! is older, when it subscribes; the device reports install steps on
+//! UPD-1, UPD-7 (offer), UPD-5 (report): the hub offers the release of a rollout that
+//! admitted a device on `devices/{id}/update` (QoS 1) to a device whose reported
+//! firmware is older, when it subscribes (and at once when a rollout starts while it
+//! listens); the device reports install steps on
 //! `devices/{id}/update/status`, which are stored and shown in `GET /api/v1/devices/{id}`.
 //! Attacks: a report with an unknown step, an unknown release, or another model's
 //! release is refused and not stored; a device already on the release gets no offer.
@@ -9,7 +10,9 @@ mod common;
 
 use common::TestHub;
 use common::devices::{eventually, publish, run};
+use palisade_hub::accounts::Actor;
 use palisade_hub::db::releases::NewRelease;
+use palisade_hub::updates::rollouts::{self, Request};
 use std::time::Duration;
 
 async fn subscribe_once(hub: &TestHub, device: &common::devices::TestDevice, wait: u32) -> String {
@@ -71,6 +74,32 @@ async fn the_offer_arrives_and_install_steps_are_stored() {
         })
         .await
         .expect("release");
+
+    // A published release alone is offered to nobody: only a rollout offers it.
+    assert!(
+        palisade_hub::updates::offer(
+            db,
+            &db.device(&device.id).await.expect("db").expect("device")
+        )
+        .await
+        .expect("offer")
+        .is_none()
+    );
+    let fleet = hub.hub.state.fleet.clone();
+    let first = rollouts::create(
+        db,
+        &fleet,
+        &Actor::cli(),
+        &Request {
+            release: release.id.clone(),
+            stages: vec![100],
+            soak_minutes: 0,
+            failure_threshold_pct: 5,
+            devices: Vec::new(),
+        },
+    )
+    .await
+    .expect("rollout");
 
     let got = subscribe_once(&hub, &device, 10).await;
     let offer: serde_json::Value = serde_json::from_str(got.trim()).expect("offer JSON");
@@ -134,9 +163,11 @@ async fn the_offer_arrives_and_install_steps_are_stored() {
     let got = subscribe_once(&hub, &device, 3).await;
     assert!(got.trim().is_empty(), "no offer expected, got {got}");
 
-    // A release published while the device listens reaches it at once.
+    // A rollout started while the device listens reaches it at once.
+    rollouts::abort(db, &Actor::cli(), &first.id)
+        .await
+        .expect("abort");
     let listener = subscribe_once(&hub, &device, 15);
-    let fleet = hub.hub.state.fleet.clone();
     let publisher = async {
         // Bounded: let the device connect and subscribe first (if it subscribes later,
         // the offer reaches it on subscription instead).
@@ -160,12 +191,23 @@ async fn the_offer_arrives_and_install_steps_are_stored() {
             })
             .await
             .expect("release");
-        palisade_hub::updates::offer_to_fleet(db, &fleet, &newer)
-            .await
-            .expect("offer")
+        rollouts::create(
+            db,
+            &fleet,
+            &Actor::cli(),
+            &Request {
+                release: newer.id.clone(),
+                stages: vec![100],
+                soak_minutes: 0,
+                failure_threshold_pct: 5,
+                devices: Vec::new(),
+            },
+        )
+        .await
+        .expect("rollout")
     };
-    let (got, sent) = tokio::join!(listener, publisher);
-    assert_eq!(sent, 1, "offered to the one connected device of the model");
-    let offer: serde_json::Value = serde_json::from_str(got.trim()).expect("offer on publish");
+    let (got, _) = tokio::join!(listener, publisher);
+    let offer: serde_json::Value =
+        serde_json::from_str(got.trim()).expect("offer on rollout start");
     assert_eq!(offer["version"], "2.1.0");
 }

@@ -82,6 +82,13 @@ pub enum ReleaseAction {
         /// The directory made by `palisade keys init`
         #[arg(long)]
         keys: PathBuf,
+        /// Start a staged rollout right after publishing, e.g. 1,10,50,100 (percent of
+        /// the eligible devices per stage; without it, start one on the console)
+        #[arg(long, value_name = "STAGES")]
+        rollout: Option<String>,
+        /// Soak time per stage of that rollout, in minutes
+        #[arg(long, default_value_t = 60, requires = "rollout")]
+        soak_minutes: i64,
         #[command(flatten)]
         hub: HubArgs,
     },
@@ -377,6 +384,8 @@ pub async fn release(action: ReleaseAction) -> Result<ExitCode> {
             notes,
             sbom,
             keys,
+            rollout,
+            soak_minutes,
             hub,
         } => {
             let parsed = Version::parse(&version)
@@ -525,6 +534,31 @@ pub async fn release(action: ReleaseAction) -> Result<ExitCode> {
                     Hub::check(r, "upload the SBOM").await?;
                     println!("SBOM uploaded for {product} {parsed}");
                 }
+            }
+            if let Some(stages) = rollout {
+                let stages = stages
+                    .split(',')
+                    .map(|s| s.trim().trim_end_matches('%').parse::<u32>())
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .context("--rollout takes percents separated by commas, e.g. 1,10,50,100")?;
+                let r = hub
+                    .request(reqwest::Method::POST, "/api/v1/rollouts")
+                    .json(&serde_json::json!({
+                        "release": release["id"],
+                        "stages": stages,
+                        "soak_minutes": soak_minutes,
+                    }))
+                    .send()
+                    .await?;
+                let started: serde_json::Value =
+                    Hub::check(r, "start the rollout").await?.json().await?;
+                println!(
+                    "rollout {} started: stages {:?}, soak {soak_minutes} min ({}/rollouts/{})",
+                    started["id"].as_str().unwrap_or("?"),
+                    stages,
+                    hub.base,
+                    started["id"].as_str().unwrap_or("?")
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

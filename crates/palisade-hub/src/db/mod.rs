@@ -18,6 +18,7 @@ pub mod mqtt_sessions;
 pub mod notices;
 pub mod releases;
 pub mod reports;
+pub mod rollouts;
 mod schema;
 pub mod sessions;
 pub mod tokens;

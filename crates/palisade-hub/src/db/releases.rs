@@ -232,7 +232,9 @@ impl Db {
                 .await?;
         }
         tx.commit().await?;
-        Ok(())
+        // The rollout that admitted the device counts the step (halting, advancing).
+        self.record_rollout_step(device, &r.release, &r.step, &r.reason)
+            .await
     }
 
     /// A device's reported install steps, newest first.

@@ -37,15 +37,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         V11,
     ),
     (12, "recent re-authentication of a session", V12),
+    (13, "staged rollouts and the devices they admitted", V13),
     (
-        17,
+        15,
         "actively exploited vulnerabilities and their CRA reports",
-        V17,
+        V15,
     ),
 ];
 
 /// The newest schema this binary understands.
-pub const LATEST_VERSION: i64 = 17;
+pub const LATEST_VERSION: i64 = 15;
 
 /// How many migrations there are (versions may have gaps while branches are merged).
 pub const MIGRATION_COUNT: i64 = MIGRATIONS.len() as i64;
@@ -335,6 +336,49 @@ CREATE INDEX outbox_sent ON outbox (sent_at);
 /// When the session's holder last typed their password (and second factor) again: an
 /// export or deletion of the account needs it within the last few minutes (DATA-3,
 /// DATA-4; see `web::reauth`). 0 = never.
+// Issue 4: staged rollouts (docs/updates.md). At most one unfinished rollout per model,
+// enforced by the partial unique index (both engines support it), so two operators
+// racing cannot start two. `rollout_targets` is the optional device list (empty: the
+// whole model); `rollout_devices` the devices admitted, with the stage that admitted
+// them and the last step each reported for the rollout's release. `accepted_failures`
+// counts failures an operator accepted when resuming a halted rollout.
+const V13: &str = r#"
+CREATE TABLE rollouts (
+    id TEXT PRIMARY KEY,
+    release_id TEXT NOT NULL REFERENCES releases(id),
+    product_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    stages TEXT NOT NULL,
+    stage BIGINT NOT NULL,
+    stage_started_at BIGINT NOT NULL,
+    soak_minutes BIGINT NOT NULL,
+    failure_threshold_pct BIGINT NOT NULL,
+    accepted_failures BIGINT NOT NULL,
+    halted_reason TEXT NOT NULL,
+    replaces TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX rollouts_one_unfinished ON rollouts (product_id)
+    WHERE state IN ('running', 'paused', 'halted');
+CREATE TABLE rollout_targets (
+    rollout_id TEXT NOT NULL REFERENCES rollouts(id),
+    device_id TEXT NOT NULL,
+    PRIMARY KEY (rollout_id, device_id)
+);
+CREATE TABLE rollout_devices (
+    rollout_id TEXT NOT NULL REFERENCES rollouts(id),
+    device_id TEXT NOT NULL,
+    stage BIGINT NOT NULL,
+    step TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (rollout_id, device_id)
+);
+CREATE INDEX rollout_devices_device ON rollout_devices (device_id);
+"#;
+
 const V12: &str = r#"
 ALTER TABLE sessions ADD COLUMN reauth_at BIGINT NOT NULL DEFAULT 0;
 "#;
@@ -342,7 +386,7 @@ ALTER TABLE sessions ADD COLUMN reauth_at BIGINT NOT NULL DEFAULT 0;
 /// VULN-7 (CRA Art. 14): when staff learnt a reported vulnerability is actively
 /// exploited, when the report first reached `fixed`, and when each of the three reports
 /// to the authorities was sent (the references are internal notes). 0 = not (yet).
-const V17: &str = r#"
+const V15: &str = r#"
 ALTER TABLE vuln_reports ADD COLUMN exploited_at BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE vuln_reports ADD COLUMN fixed_at BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE vuln_reports ADD COLUMN cra_early_warning_at BIGINT NOT NULL DEFAULT 0;

@@ -298,10 +298,10 @@ pub const CATEGORIES: &[Category] = &[
     },
     Category {
         name: "Releases and updates",
-        tables: "releases, update_reports, support_periods",
-        what: "signed releases of each product model (version, image hash, notes, who published it), the install steps each device reports (downloading, verified, installed, committed, rolled back, failed with the reason and the downtime), and each model's published end of security updates",
+        tables: "releases, update_reports, support_periods, rollouts, rollout_targets, rollout_devices",
+        what: "signed releases of each product model (version, image hash, notes, who published it), the install steps each device reports (downloading, verified, installed, committed, rolled back, failed with the reason and the downtime), each model's published end of security updates, and the staged rollouts (who started them, their stages and state, the devices each admitted and the last step each reported)",
         purpose: "to deliver verified security updates, to see and stop a failing rollout, and to publish how long each model is supported",
-        retention: "releases and support dates permanently (devices in the field may need them); the newest 100 install reports per device, deleted with the device",
+        retention: "releases and support dates permanently (devices in the field may need them); the newest 100 install reports per device, deleted with the device; rollouts and the devices they admitted permanently (the record of what each device was offered)",
         personal: false,
         encrypted: false,
     },

@@ -1,7 +1,7 @@
 //! Signed releases and their delivery (issue 4, hub side): the TUF metadata helpers
-//! (`tuf`), the hub's per-model TUF repository holding only online keys (`repo`), the
-//! update offer to devices and the install steps they report (here), and the
-//! end-of-support notices (SUP-2).
+//! (`tuf`), the hub's per-model TUF repository holding only online keys (`repo`),
+//! staged rollouts, the only way a release is offered to devices (`rollouts`), the
+//! install steps devices report (here), and the end-of-support notices (SUP-2).
 //!
 //! Wire contract with the agent (MQTT, QoS 1):
 //! - hub → device `devices/{id}/update`:
@@ -11,6 +11,7 @@
 //!   [`STEPS`].
 
 pub mod repo;
+pub mod rollouts;
 pub mod tuf;
 
 use crate::db::Db;
@@ -18,7 +19,6 @@ use crate::db::devices::Device;
 use crate::db::releases::{Release, UpdateReport};
 use crate::error::Result;
 use crate::ids::DeviceId;
-use crate::mqtt::Fleet;
 use serde::{Deserialize, Serialize};
 
 /// The install steps a device may report.
@@ -73,34 +73,10 @@ pub fn is_older(reported: &str, release: &str) -> bool {
     }
 }
 
-/// THE decision of which release a device is offered (the seam staged rollouts will
-/// replace): for now the newest release of the device's model, when the device's
-/// reported firmware is older.
+/// THE decision of which release a device is offered: see [`rollouts::offer`] (a
+/// release reaches devices only through a staged rollout).
 pub async fn offer(db: &Db, device: &Device) -> Result<Option<Offer>> {
-    let Some(release) = db.newest_release(&device.product_id).await? else {
-        return Ok(None);
-    };
-    Ok(is_older(&device.firmware_version, &release.version).then(|| Offer::of(&release)))
-}
-
-/// Offer a just-published release to every connected device it is for (devices not
-/// connected now get it when they next subscribe). Returns how many were sent.
-pub async fn offer_to_fleet(db: &Db, fleet: &Fleet, release: &Release) -> Result<usize> {
-    let mut sent = 0;
-    for device in db.devices().await? {
-        if device.product_id.as_str() != release.product
-            || device.status != crate::db::devices::DeviceStatus::Active
-        {
-            continue;
-        }
-        if let Some(offer) = offer(db, &device).await?
-            && offer.release == release.id
-            && fleet.send_update(&device.id, offer.payload())
-        {
-            sent += 1;
-        }
-    }
-    Ok(sent)
+    rollouts::offer(db, device).await
 }
 
 #[derive(Deserialize)]

@@ -15,6 +15,7 @@ pub mod pages;
 pub mod privacy;
 pub mod reauth;
 pub mod reports_api;
+pub mod rollouts;
 pub mod updates;
 pub mod vulndb;
 
@@ -486,6 +487,67 @@ fn routes(state: AppState) -> Routes {
             "/tuf/{model}/targets/{name}",
             Public,
             get(updates::target),
+        )
+        // Staged rollouts (issue 4): staff only; bodies are small JSON or forms.
+        .add("GET", "/rollouts", Staff, get(rollouts::page))
+        .add("POST", "/rollouts", Staff, post(rollouts::create))
+        .add("GET", "/rollouts/{id}", Staff, get(rollouts::detail))
+        .add("POST", "/rollouts/{id}/pause", Staff, post(rollouts::pause))
+        .add(
+            "POST",
+            "/rollouts/{id}/resume",
+            Staff,
+            post(rollouts::resume),
+        )
+        .add("POST", "/rollouts/{id}/abort", Staff, post(rollouts::abort))
+        .add(
+            "POST",
+            "/rollouts/{id}/rollback",
+            Staff,
+            post(rollouts::rollback),
+        )
+        .add("GET", "/api/v1/rollouts", Staff, get(rollouts::api_list))
+        .add(
+            "POST",
+            "/api/v1/rollouts",
+            Staff,
+            post(rollouts::api_create),
+        )
+        .add(
+            "GET",
+            "/api/v1/rollouts/{id}",
+            Staff,
+            get(rollouts::api_show),
+        )
+        .add(
+            "POST",
+            "/api/v1/rollouts/{id}/pause",
+            Staff,
+            post(rollouts::api_pause),
+        )
+        .add(
+            "POST",
+            "/api/v1/rollouts/{id}/resume",
+            Staff,
+            post(rollouts::api_resume),
+        )
+        .add(
+            "POST",
+            "/api/v1/rollouts/{id}/abort",
+            Staff,
+            post(rollouts::api_abort),
+        )
+        .add(
+            "POST",
+            "/api/v1/rollouts/{id}/rollback",
+            Staff,
+            post(rollouts::api_rollback),
+        )
+        .add(
+            "POST",
+            "/manage/advisories/{id}/rollout",
+            Staff,
+            post(console::advisories::rollout),
         )
         .add("GET", "/support", Public, get(updates::support))
         .add("GET", "/releases", Staff, get(updates::page))

@@ -262,7 +262,7 @@ pub struct PublishRequest {
 /// `POST /api/v1/products/{model}/releases`: publish a release whose image was
 /// uploaded: the version must be newer than every release of the model, the signed
 /// targets must list its target with custom `version` (and `security`), and pass the
-/// repository's checks. Then the release is stored and offered to devices.
+/// repository's checks. Then the release is stored; a rollout offers it to devices.
 pub async fn publish(
     State(state): State<AppState>,
     p: Principal,
@@ -378,8 +378,8 @@ pub async fn publish(
         ),
     )
     .await?;
-    let offered = updates::offer_to_fleet(&state.db, &state.fleet, &release).await?;
-    tracing::info!(product = %model, %version, offered, "release published");
+    // Devices get it only through a rollout (docs/updates.md).
+    tracing::info!(product = %model, %version, "release published");
     Ok((StatusCode::CREATED, Json(release)).into_response())
 }
 

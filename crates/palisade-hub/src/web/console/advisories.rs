@@ -260,3 +260,21 @@ pub async fn notify(
         Err(e) => Err(e.into()),
     }
 }
+
+/// `POST /manage/advisories/{id}/rollout`: the one-step security rollout of the
+/// advisory's fixed release (issue 5), or a message saying why there is none.
+pub async fn rollout(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let a = load(&state, &id).await?;
+    let actor = Actor::user(&ctx.me()?.user, ctx.ip);
+    match crate::updates::rollouts::from_advisory(&state.db, &state.fleet, &actor, &a).await {
+        Ok(r) => Ok(redirect(&format!("/rollouts/{}", r.id))),
+        Err(crate::error::Error::Conflict(m)) => {
+            edit_view(&state, &ctx, &a, None, None, Some(m)).await
+        }
+        Err(e) => Err(WebError::Internal(e)),
+    }
+}
