@@ -24,6 +24,7 @@ pub mod commands;
 pub mod enroll;
 pub mod fields;
 pub mod fsutil;
+pub mod integrity;
 pub mod limits;
 pub mod mqtt;
 pub mod queue;

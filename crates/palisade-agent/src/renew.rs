@@ -115,6 +115,8 @@ fn apply(state: &StateDir) -> Result<AgentConfig> {
     let bytes = fsutil::read_bounded(&path, MAX_RENEWAL_BYTES)?;
     let renewal: Renewal = serde_json::from_slice(&bytes)
         .map_err(|e| Error::json(format!("parse {}", path.display()), e))?;
+    // The sealed image digests, read while the old key still verifies the seal.
+    let images = crate::integrity::images_before_rekey(state);
     let key = state.path(KEY_FILE);
     let old = state.path(OLD_KEY_FILE);
     if key.exists() && !old.exists() {
@@ -131,6 +133,8 @@ fn apply(state: &StateDir) -> Result<AgentConfig> {
     let json =
         serde_json::to_vec_pretty(&config).map_err(|e| Error::json("serialise agent.json", e))?;
     fsutil::write_private(&state.path(CONFIG_FILE), &json)?;
+    // A legitimate change: sealed again, with the new key (INT-1).
+    crate::integrity::seal_with_images(state, images)?;
     fsutil::wipe_file(&old)?;
     fsutil::wipe_file(&path)?;
     Ok(config)
