@@ -112,6 +112,8 @@ fn set_hub_url(state: &Path, url: &str) {
     let mut config = StateDir::new(state).load_config().expect("config");
     config.hub_url = url.to_owned();
     std::fs::write(&path, serde_json::to_vec(&config).expect("json")).expect("write");
+    // A deliberate change by the device's maintainer: sealed again (INT-1).
+    palisade_agent::integrity::seal(&StateDir::new(state)).expect("seal");
 }
 
 #[test]
