@@ -167,6 +167,33 @@ mod tests {
     }
 
     #[test]
+    fn int1_a_renewal_is_sealed_with_the_new_key_and_keeps_the_image_digest() {
+        use crate::integrity;
+        use crate::slots::{Slot, Slots};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::new(dir.path());
+        let json = serde_json::to_vec(&config(0, 300)).expect("json");
+        std::fs::write(state.path(CONFIG_FILE), json).expect("config");
+        std::fs::write(state.path(KEY_FILE), "old key").expect("key");
+        std::fs::write(state.path(CERT_FILE), "old cert").expect("cert");
+        integrity::seal(&state).expect("seal");
+        let slots = Slots::new(dir.path().join("slots"));
+        std::fs::create_dir_all(slots.dir().join("a")).expect("slot");
+        std::fs::write(slots.image_path(Slot::A), b"fw").expect("image");
+        assert!(integrity::check(&state, &slots).expect("check").is_empty());
+        let renewal = Renewal {
+            key_pem: "new key".into(),
+            cert_pem: "new cert".into(),
+            not_after: 900,
+            issued_at: 600,
+        };
+        commit(&state, &renewal).expect("commit");
+        assert!(integrity::check(&state, &slots).expect("check").is_empty());
+        std::fs::write(slots.image_path(Slot::A), b"fw!").expect("tamper");
+        assert_eq!(integrity::check(&state, &slots).expect("check").len(), 1);
+    }
+
+    #[test]
     fn an_interrupted_renewal_is_finished_and_the_old_key_wiped() {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = StateDir::new(dir.path());
