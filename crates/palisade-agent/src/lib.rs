@@ -16,6 +16,10 @@
 //!   resumable download, install into the inactive [`slots`] slot (or an install
 //!   command), restart, health check, commit or roll back (UPD-2, UPD-3, UPD-5).
 //!
+//! - [`integrity`]: software integrity at start (INT-1): the slot image against the
+//!   signed targets metadata, the configuration against a seal keyed from the device
+//!   key; on a finding only an integrity alert is sent to the hub.
+//!
 //! Every size, count and timeout applied to network input is in [`limits::Limits`].
 #![forbid(unsafe_code)]
 
@@ -24,6 +28,7 @@ pub mod commands;
 pub mod enroll;
 pub mod fields;
 pub mod fsutil;
+pub mod integrity;
 pub mod limits;
 pub mod mqtt;
 pub mod queue;

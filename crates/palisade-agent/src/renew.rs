@@ -115,6 +115,8 @@ fn apply(state: &StateDir) -> Result<AgentConfig> {
     let bytes = fsutil::read_bounded(&path, MAX_RENEWAL_BYTES)?;
     let renewal: Renewal = serde_json::from_slice(&bytes)
         .map_err(|e| Error::json(format!("parse {}", path.display()), e))?;
+    // The sealed image digests, read while the old key still verifies the seal.
+    let images = crate::integrity::images_before_rekey(state);
     let key = state.path(KEY_FILE);
     let old = state.path(OLD_KEY_FILE);
     if key.exists() && !old.exists() {
@@ -131,6 +133,8 @@ fn apply(state: &StateDir) -> Result<AgentConfig> {
     let json =
         serde_json::to_vec_pretty(&config).map_err(|e| Error::json("serialise agent.json", e))?;
     fsutil::write_private(&state.path(CONFIG_FILE), &json)?;
+    // A legitimate change: sealed again, with the new key (INT-1).
+    crate::integrity::seal_with_images(state, images)?;
     fsutil::wipe_file(&old)?;
     fsutil::wipe_file(&path)?;
     Ok(config)
@@ -160,6 +164,33 @@ mod tests {
         renewed.cert_issued_at = 300;
         renewed.not_after = 600;
         assert_eq!(due_at(&renewed, 50), 450);
+    }
+
+    #[test]
+    fn int1_a_renewal_is_sealed_with_the_new_key_and_keeps_the_image_digest() {
+        use crate::integrity;
+        use crate::slots::{Slot, Slots};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::new(dir.path());
+        let json = serde_json::to_vec(&config(0, 300)).expect("json");
+        std::fs::write(state.path(CONFIG_FILE), json).expect("config");
+        std::fs::write(state.path(KEY_FILE), "old key").expect("key");
+        std::fs::write(state.path(CERT_FILE), "old cert").expect("cert");
+        integrity::seal(&state).expect("seal");
+        let slots = Slots::new(dir.path().join("slots"));
+        std::fs::create_dir_all(slots.dir().join("a")).expect("slot");
+        std::fs::write(slots.image_path(Slot::A), b"fw").expect("image");
+        assert!(integrity::check(&state, &slots).expect("check").is_empty());
+        let renewal = Renewal {
+            key_pem: "new key".into(),
+            cert_pem: "new cert".into(),
+            not_after: 900,
+            issued_at: 600,
+        };
+        commit(&state, &renewal).expect("commit");
+        assert!(integrity::check(&state, &slots).expect("check").is_empty());
+        std::fs::write(slots.image_path(Slot::A), b"fw!").expect("tamper");
+        assert_eq!(integrity::check(&state, &slots).expect("check").len(), 1);
     }
 
     #[test]

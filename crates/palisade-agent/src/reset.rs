@@ -166,6 +166,8 @@ fn wipe(state: &StateDir) -> Result<Vec<Wiped>> {
         QUEUE_FILE,
         QUEUE_META_FILE,
         crate::fields::FIELDS_FILE,
+        crate::integrity::SEAL_FILE,
+        crate::integrity::ALERT_FILE,
     ];
     for name in others {
         for candidate in [name.to_owned(), format!(".{name}.tmp")] {

@@ -24,9 +24,10 @@ use crate::limits::Limits;
 use crate::mqtt::{Incoming, PubOutcome, Session, Target};
 use crate::queue::{DiskQueue, Record, RecordKind};
 use crate::renew;
+use crate::slots::Slots;
 use crate::state::{AgentConfig, StateDir};
 use crate::telemetry::{self, Source};
-use crate::{Error, Result, tls, update};
+use crate::{Error, Result, integrity, tls, update};
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -136,79 +137,29 @@ pub async fn run_with_updates(
 ) -> Result<()> {
     let state = StateDir::new(&opts.state_dir);
     let lock = state.lock()?;
-    let mut updates = None;
-    if let Some((uopts, interval)) = update_opts {
-        let deadline = update::trial_deadline(&uopts);
-        let mut updater = update::Updater::open(uopts)?;
-        let startup = updater.startup(true).await?;
-        let trial = match startup {
-            update::Startup::Trial { stopped_at_ms } => Some((stopped_at_ms, deadline)),
-            update::Startup::Normal => None,
-        };
-        updates = Some(Updates {
-            updater: Arc::new(tokio::sync::Mutex::new(updater)),
-            trial,
-            interval,
-            next_check: Instant::now(),
-            task: None,
-            reports_in_flight: 0,
-            incoming: None,
-            restart: None,
-        });
-    }
     renew::recover(&state)?;
-    let identity = state.load_identity()?;
-    let config = identity.config.clone();
-    let ca_pem = identity.ca_pem.clone();
-    let tls_config =
-        tls::client_config(&identity.ca_pem, Some((identity.cert_chain, identity.key)))?;
-    if config.not_after <= crate::unix_now() {
-        tracing::error!(
-            not_after = config.not_after,
-            "the device certificate has expired: the hub will refuse it (re-enrol the device)"
-        );
-    }
-    let target = Target {
-        host: config.mqtt_host.clone(),
-        port: config.mqtt_port,
-        device_id: config.device_id.clone(),
-        tls: Arc::new(tls_config),
-    };
-    let queue = DiskQueue::open(
-        state.root(),
-        opts.limits.queue_max_records,
-        opts.limits.queue_max_bytes,
-    )?;
-    let guard = CommandGuard::open(state.root())?;
-    let firmware_version = match &updates {
-        Some(u) => u.updater.lock().await.running_version()?,
-        None => state.firmware_version()?,
-    };
-    let disabled = DisabledFields::load(&state)?;
-    tracing::info!(
-        device_id = %config.device_id,
-        hub = %target.peer(),
-        pending = queue.len(),
-        last_command_seq = guard.last_seq(),
-        "agent starting"
+    // Software integrity first (INT-1): on any finding, or local data that cannot be
+    // read back, only the integrity alert leaves the device.
+    let slots_dir = update_opts.as_ref().map_or_else(
+        || update::Options::default_slots_dir(&opts.state_dir),
+        |(u, _)| u.slots_dir.clone(),
     );
-    let mut agent = Agent {
-        target,
-        limits: opts.limits.clone(),
-        queue,
-        guard,
-        not_after: config.not_after,
-        firmware_version,
-        started: Instant::now(),
-        commands_window: (Instant::now(), 0),
-        state,
-        config,
-        ca_pem,
-        renewal: None,
-        renew_not_before: Instant::now(),
-        renewed: false,
-        updates,
-        disabled,
+    let mut findings = integrity::check(&state, &Slots::new(slots_dir))?;
+    let agent = if findings.is_empty() {
+        match Agent::open(&opts, update_opts, state.clone()).await {
+            Ok(agent) => Some(agent),
+            Err(e @ Error::Json { .. }) => {
+                findings.push(format!("local data is corrupt: {e}"));
+                None
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    integrity::record_alert(&state, &findings)?;
+    let Some(mut agent) = agent else {
+        return alert_only(&state, &findings, &opts.limits, &mut shutdown).await;
     };
 
     let (tx, mut rx) = mpsc::channel::<Map<String, Value>>(64);
@@ -228,7 +179,190 @@ pub async fn run_with_updates(
     result
 }
 
+/// Longest wait for the hub's acknowledgement of the integrity alert.
+const ALERT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The integrity check failed (INT-1): connect with the device certificate, publish
+/// ONLY the integrity alert on `devices/{id}/events` (retried with backoff until the hub
+/// acknowledges it), then stay quiet until stopped. No subscription, no telemetry, no
+/// command, no update: the way out is a repaired device (see docs/security-model.md).
+async fn alert_only(
+    state: &StateDir,
+    findings: &[String],
+    limits: &Limits,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<()> {
+    for f in findings {
+        tracing::error!("integrity: {f}");
+    }
+    tracing::error!(
+        "software integrity check failed: only the integrity alert is sent to the hub; no telemetry, commands or updates until the device is repaired"
+    );
+    // Without a readable identity the hub cannot be reached: the reason stays in
+    // `palisade-agent status`.
+    let identity = state.load_identity()?;
+    let target = Target {
+        host: identity.config.mqtt_host.clone(),
+        port: identity.config.mqtt_port,
+        device_id: identity.config.device_id.clone(),
+        tls: Arc::new(tls::client_config(
+            &identity.ca_pem,
+            Some((identity.cert_chain, identity.key)),
+        )?),
+    };
+    let doc = json!({
+        "event": "integrity",
+        "what": integrity::bounded(findings),
+        "agent_version": env!("CARGO_PKG_VERSION"),
+    });
+    let payload = serde_json::to_vec(&doc).map_err(|e| Error::json("integrity alert", e))?;
+    let will = json!({"status": "offline", "reason": "connection lost"});
+    let topic = target.topic("events");
+    let mut backoff = Backoff::new(limits.backoff_base, limits.backoff_cap);
+    let mut attempt: u64 = 0;
+    loop {
+        if attempt > 0 {
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = crate::stopped(shutdown) => return Ok(()),
+            }
+        }
+        attempt += 1;
+        let session = tokio::select! {
+            r = Session::establish(&target, limits, &will) => r,
+            () = crate::stopped(shutdown) => return Ok(()),
+        };
+        let mut session = match session {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(attempt, "integrity alert: connection failed: {e}");
+                continue;
+            }
+        };
+        let sent = tokio::select! {
+            r = tokio::time::timeout(ALERT_ACK_TIMEOUT, send_alert(&mut session, &topic, &payload)) => r,
+            () = crate::stopped(shutdown) => return Ok(()),
+        };
+        match sent {
+            Ok(Ok(PubOutcome::Retry(why))) => tracing::warn!("integrity alert deferred: {why}"),
+            Ok(Ok(outcome)) => {
+                session.disconnect().await;
+                match outcome {
+                    PubOutcome::Accepted => tracing::error!("integrity alert delivered to the hub"),
+                    _ => tracing::error!("the hub refused the integrity alert: {outcome:?}"),
+                }
+                break;
+            }
+            Ok(Err(e)) => tracing::warn!("integrity alert not delivered: {e}"),
+            Err(_) => tracing::warn!("integrity alert: no acknowledgement"),
+        }
+    }
+    crate::stopped(shutdown).await;
+    Ok(())
+}
+
+/// Publish the alert and wait for its PUBACK. Messages from the hub (commands left in a
+/// persistent session) are neither executed nor acknowledged.
+async fn send_alert(session: &mut Session, topic: &str, payload: &[u8]) -> Result<PubOutcome> {
+    let id = match session.publish(topic, payload, &[]).await? {
+        Ok(id) => id,
+        Err(why) => return Ok(PubOutcome::Refused(why)),
+    };
+    loop {
+        let wake = session.wait().await;
+        for item in session.handle(wake).await? {
+            if let Incoming::Acked { packet_id, outcome } = item
+                && packet_id == id
+            {
+                return Ok(outcome);
+            }
+        }
+    }
+}
+
 impl Agent {
+    /// Open everything a normal run needs (after the integrity check passed). A JSON
+    /// error here is local data that cannot be read back: reported like tampering.
+    async fn open(
+        opts: &RunOptions,
+        update_opts: Option<(update::Options, Duration)>,
+        state: StateDir,
+    ) -> Result<Self> {
+        let mut updates = None;
+        if let Some((uopts, interval)) = update_opts {
+            let deadline = update::trial_deadline(&uopts);
+            let mut updater = update::Updater::open(uopts)?;
+            let startup = updater.startup(true).await?;
+            let trial = match startup {
+                update::Startup::Trial { stopped_at_ms } => Some((stopped_at_ms, deadline)),
+                update::Startup::Normal => None,
+            };
+            updates = Some(Updates {
+                updater: Arc::new(tokio::sync::Mutex::new(updater)),
+                trial,
+                interval,
+                next_check: Instant::now(),
+                task: None,
+                reports_in_flight: 0,
+                incoming: None,
+                restart: None,
+            });
+        }
+        let identity = state.load_identity()?;
+        let config = identity.config.clone();
+        let ca_pem = identity.ca_pem.clone();
+        let tls_config =
+            tls::client_config(&identity.ca_pem, Some((identity.cert_chain, identity.key)))?;
+        if config.not_after <= crate::unix_now() {
+            tracing::error!(
+                not_after = config.not_after,
+                "the device certificate has expired: the hub will refuse it (re-enrol the device)"
+            );
+        }
+        let target = Target {
+            host: config.mqtt_host.clone(),
+            port: config.mqtt_port,
+            device_id: config.device_id.clone(),
+            tls: Arc::new(tls_config),
+        };
+        let queue = DiskQueue::open(
+            state.root(),
+            opts.limits.queue_max_records,
+            opts.limits.queue_max_bytes,
+        )?;
+        let guard = CommandGuard::open(state.root())?;
+        let firmware_version = match &updates {
+            Some(u) => u.updater.lock().await.running_version()?,
+            None => state.firmware_version()?,
+        };
+        let disabled = DisabledFields::load(&state)?;
+        tracing::info!(
+            device_id = %config.device_id,
+            hub = %target.peer(),
+            pending = queue.len(),
+            last_command_seq = guard.last_seq(),
+            "agent starting"
+        );
+        Ok(Agent {
+            target,
+            limits: opts.limits.clone(),
+            queue,
+            guard,
+            not_after: config.not_after,
+            firmware_version,
+            started: Instant::now(),
+            commands_window: (Instant::now(), 0),
+            state,
+            config,
+            ca_pem,
+            renewal: None,
+            renew_not_before: Instant::now(),
+            renewed: false,
+            updates,
+            disabled,
+        })
+    }
+
     async fn connect_loop(
         &mut self,
         rx: &mut mpsc::Receiver<Map<String, Value>>,

@@ -17,6 +17,8 @@
 //! | `update.json` | pending offer, step in progress, last result, unacknowledged reports |
 //! | `update-policy.json` | the owner's choice: automatic install off or postponed (UPD-3) |
 //! | `slots/` | the A/B slots and `boot.json` ([`crate::slots`]; `--slots-dir` moves it) |
+//! | `integrity.json` | digests of `agent.json`, `ca.pem`, `device.pem`, `update-root.json` and the slot images, sealed with a key derived from `device.key` ([`crate::integrity`], INT-1) |
+//! | `integrity-alert.json` | what the last start found wrong (only then), for `status` |
 //! | `agent.lock` | held by the running process so two agents never share a directory |
 
 use crate::{Error, Result, fsutil, tls};
@@ -179,7 +181,9 @@ impl StateDir {
         fsutil::write_private(&self.path(CA_FILE), ca_pem.as_bytes())?;
         let json = serde_json::to_vec_pretty(config)
             .map_err(|e| Error::json("serialise agent.json", e))?;
-        fsutil::write_private(&self.path(CONFIG_FILE), &json)
+        fsutil::write_private(&self.path(CONFIG_FILE), &json)?;
+        // Sealed with the device key (INT-1): a later edit on disk is found at start.
+        crate::integrity::seal(self)
     }
 
     /// Save a newly generated private key (mode 0600, atomically).

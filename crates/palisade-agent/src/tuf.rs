@@ -72,6 +72,31 @@ pub fn init(metadata_dir: &Path, trusted_root_file: &Path) -> Result<()> {
     fsutil::write_atomic(&metadata_dir.join("root.json"), &bytes, 0o644)
 }
 
+/// Whether the trusted top-level targets metadata in `metadata_dir` (its signatures
+/// verified again with the trusted `root.json` there; expiry not checked: the image was
+/// verified when current) lists a target with this SHA-256 (hex) and length. Used at
+/// every start to check the active slot's image against the signed manifest (INT-1).
+pub fn signed_target_with(metadata_dir: &Path, sha256_hex: &str, length: u64) -> Result<bool> {
+    let read = |name: &str| fsutil::read_bounded(&metadata_dir.join(name), MAX_CAPTURE as u64);
+    let root: Signed<Root> = serde_json::from_slice(&read("root.json")?)
+        .map_err(|e| Error::json("parse the trusted root.json", e))?;
+    let targets: Signed<Targets> = serde_json::from_slice(&read("targets.json")?)
+        .map_err(|e| Error::json("parse the trusted targets.json", e))?;
+    root.signed
+        .verify_role(&targets)
+        .map_err(|e| Error::TufRefused(format!("trusted targets.json: {e}")))?;
+    Ok(targets.signed.targets_iter().any(|(_, t)| {
+        t.length == length
+            && t.hashes
+                .sha256
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+                == sha256_hex
+    }))
+}
+
 /// What [`TufClient::download`] did with one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Downloaded {

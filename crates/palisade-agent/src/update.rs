@@ -485,7 +485,14 @@ impl Updater {
         });
         match health {
             Ok(()) => {
-                slots.commit()?;
+                let boot = slots.commit()?;
+                // The digest TUF verified for the now active image is sealed (INT-1).
+                if let Some(sha) = &boot.info(boot.active).sha256
+                    && let Err(e) =
+                        crate::integrity::seal_image(&self.state, boot.active.name(), sha)
+                {
+                    tracing::warn!("the new image's digest is not sealed: {e}");
+                }
                 let downtime = crate::unix_now_ms().saturating_sub(stopped_at_ms);
                 if self
                     .record
@@ -818,7 +825,9 @@ pub fn save_update_root(state_dir: &Path, root_file: &Path) -> Result<()> {
     crate::tuf::init(check.path(), root_file)?;
     let bytes = fsutil::read_bounded(&check.path().join("root.json"), MAX_STATE)?;
     fsutil::ensure_private_dir(state_dir)?;
-    fsutil::write_private(&state_dir.join(UPDATE_ROOT_FILE), &bytes)
+    fsutil::write_private(&state_dir.join(UPDATE_ROOT_FILE), &bytes)?;
+    // A legitimate change: sealed (INT-1; nothing to seal with before enrolment).
+    crate::integrity::seal(&StateDir::new(state_dir))
 }
 
 /// `palisade-agent status`: the owner's view (UPD-3, SUP-3).
@@ -835,6 +844,21 @@ pub fn status_text(opts: &Options) -> Result<String> {
         running.as_deref().unwrap_or("unknown")
     );
     let _ = writeln!(out, "agent version: {}", env!("CARGO_PKG_VERSION"));
+    match crate::integrity::last_alert(state) {
+        Some(alert) => {
+            let _ = writeln!(
+                out,
+                "integrity: ALERT at {}: only the integrity alert is sent to the hub (no telemetry, commands or updates) until the device is repaired",
+                format_time(alert.at)
+            );
+            for what in &alert.what {
+                let _ = writeln!(out, "  - {}", printable(what, 200));
+            }
+        }
+        None => {
+            let _ = writeln!(out, "integrity: no problem found at the last start");
+        }
+    }
     let _ = writeln!(
         out,
         "active slot: {}{}",

@@ -112,6 +112,8 @@ fn set_hub_url(state: &Path, url: &str) {
     let mut config = StateDir::new(state).load_config().expect("config");
     config.hub_url = url.to_owned();
     std::fs::write(&path, serde_json::to_vec(&config).expect("json")).expect("write");
+    // A deliberate change by the device's maintainer: sealed again (INT-1).
+    palisade_agent::integrity::seal(&StateDir::new(state)).expect("seal");
 }
 
 #[test]
@@ -214,4 +216,16 @@ fn update_offer_over_mqtt_is_installed() {
         serde_json::from_slice(&std::fs::read(state.join("slots/boot.json")).expect("boot.json"))
             .expect("json");
     assert_eq!(boot["active"], "b");
+
+    // INT-1: at the next start the committed image is checked against the signed
+    // targets metadata and its sealed digest; modified on disk, it is found.
+    let slots = palisade_agent::slots::Slots::new(state.join("slots"));
+    let check = || palisade_agent::integrity::check(&StateDir::new(&state), &slots);
+    assert_eq!(check().expect("check"), Vec::<String>::new());
+    std::fs::write(state.join("slots/b/image"), b"modified").expect("tamper");
+    let found = check().expect("check");
+    assert!(
+        found.iter().any(|f| f.contains("slot b image")),
+        "{found:?}"
+    );
 }

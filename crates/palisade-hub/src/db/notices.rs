@@ -130,6 +130,19 @@ impl Db {
         )
     }
 
+    /// Active staff accounts (administrators and operators), for alerts that go to
+    /// every one of them (e.g. a device's integrity alert, INT-1).
+    pub async fn staff_user_ids(&self) -> Result<Vec<UserId>> {
+        let rows = sqlx::query(
+            "SELECT id FROM users WHERE role IN ('admin', 'operator') AND status = 'active' ORDER BY id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok(UserId::from_db(r.try_get::<String, _>("id")?)))
+            .collect()
+    }
+
     /// How many notices of a kind exist about `about` (e.g. owners told of an advisory).
     pub async fn notices_about(&self, kind: NoticeKind, about: &str) -> Result<i64> {
         Ok(

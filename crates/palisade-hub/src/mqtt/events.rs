@@ -102,6 +102,97 @@ pub async fn record(
     db.insert_device_event(device, crate::telemetry::now_ms(), name, source, &payload)
         .await?;
     tracing::info!(%device, event = name, source = source.as_str(), "device event stored");
+    if name == INTEGRITY_EVENT && source == EventSource::Device {
+        integrity_alert(db, device, doc).await?;
+    }
+    Ok(())
+}
+
+/// The event a device's agent publishes when its software integrity check fails at
+/// start (INT-1); it sends nothing else until repaired.
+pub const INTEGRITY_EVENT: &str = "integrity";
+/// Findings quoted in the alert (each bounded).
+const MAX_FINDINGS: usize = 16;
+
+/// What the device found, as printable bounded lines.
+fn integrity_findings(doc: &Value) -> Vec<String> {
+    doc.get("what")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(Value::as_str)
+                .take(MAX_FINDINGS)
+                .map(|w| w.chars().filter(|c| !c.is_control()).take(200).collect())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Raise a device's integrity alert (INT-1): an audit entry, and a security notice in
+/// the inbox of the owner and of every staff account, each e-mailed once. A device
+/// that repeats the same findings at every start tells each person once (the notice's
+/// unique key is the device and a digest of the findings).
+async fn integrity_alert(db: &Db, device: &DeviceId, doc: &Value) -> Result<()> {
+    use crate::db::notices::NoticeKind;
+    use sha2::{Digest, Sha256};
+    let findings = integrity_findings(doc);
+    let summary = if findings.is_empty() {
+        "no details given".to_owned()
+    } else {
+        findings.join("; ")
+    };
+    let actor = crate::accounts::Actor {
+        name: format!("device:{device}"),
+        source: "mqtt".into(),
+    };
+    crate::accounts::audit(
+        db,
+        &actor,
+        "device.integrity_alert",
+        device.as_str(),
+        crate::audit::Outcome::Failure,
+        &summary,
+    )
+    .await?;
+    tracing::warn!(%device, "integrity alert: {summary}");
+    let digest = data_encoding::HEXLOWER.encode(&Sha256::digest(summary.as_bytes())[..8]);
+    let about = format!("integrity:{device}:{digest}");
+    let subject =
+        format!("Integrity alert: device {device} found its software or configuration changed");
+    let mut body = format!(
+        "At its start, device {device} found that its software or configuration on disk is not what was installed or sealed:\n\n"
+    );
+    for f in &findings {
+        body.push_str(&format!("- {f}\n"));
+    }
+    body.push_str(
+        "\nThe device now sends nothing but this alert: no telemetry, no command results, no updates. \
+         Someone may have tampered with it, or its storage is failing. Check the device; install a verified \
+         firmware image (`palisade-agent update`) or reset and re-enrol it. Its events are on its device page.\n",
+    );
+    let mut people = db.staff_user_ids().await?;
+    if let Some(owner) = db.device(device).await?.and_then(|d| d.owner_id)
+        && !people.contains(&owner)
+    {
+        people.push(owner);
+    }
+    for id in people {
+        let Some(user) = db.user(&id).await? else {
+            continue;
+        };
+        if db
+            .insert_notice(&user.id, NoticeKind::Security, &about, &subject, &body)
+            .await?
+        {
+            db.enqueue_mail(
+                user.email.as_str(),
+                &subject,
+                &body,
+                crate::mail::Category::Security,
+            )
+            .await?;
+        }
+    }
     Ok(())
 }
 
@@ -135,6 +226,19 @@ mod tests {
         assert_eq!(
             validate(&json!({"event": "x", "d": deep})),
             Err(Invalid::TooDeep)
+        );
+    }
+
+    #[test]
+    fn int1_integrity_findings_are_bounded_and_printable() {
+        let doc = json!({"event": "integrity", "what": ["a\u{1b}[31m", 3, "x".repeat(500)]});
+        let found = integrity_findings(&doc);
+        assert_eq!(found, vec!["a[31m".to_owned(), "x".repeat(200)]);
+        assert!(integrity_findings(&json!({"event": "integrity"})).is_empty());
+        let many: Vec<String> = (0..40).map(|i| i.to_string()).collect();
+        assert_eq!(
+            integrity_findings(&json!({"event": "integrity", "what": many})).len(),
+            MAX_FINDINGS
         );
     }
 
