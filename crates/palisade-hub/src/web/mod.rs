@@ -59,6 +59,8 @@ struct Routes {
     router: Router<AppState>,
     table: Vec<RouteInfo>,
     state: AppState,
+    /// Streamed uploads: exempt from the request deadline, bounded by the upload ones.
+    uploads: Vec<(&'static str, &'static str)>,
 }
 
 impl Routes {
@@ -81,6 +83,20 @@ impl Routes {
         self.router = self.router.route(path, guarded);
         self
     }
+
+    /// A route that receives a large body slowly (release images and metadata): it gets
+    /// `upload_timeout_secs` in total and `upload_idle_timeout_secs` between chunks
+    /// instead of `request_timeout_secs` (`middleware::deadline`).
+    fn upload(
+        mut self,
+        method: &'static str,
+        path: &'static str,
+        access: Access,
+        handler: MethodRouter<AppState>,
+    ) -> Self {
+        self.uploads.push((method, path));
+        self.add(method, path, access, handler)
+    }
 }
 
 /// The route table with the handlers, in one place.
@@ -92,6 +108,7 @@ fn routes(state: AppState) -> Routes {
         router: Router::new(),
         table: Vec::new(),
         state,
+        uploads: Vec::new(),
     };
     r.add("GET", "/", Public, get(console::home))
         .add("GET", "/healthz", Public, get(api::healthz))
@@ -471,7 +488,7 @@ fn routes(state: AppState) -> Routes {
             Staff,
             get(updates::online_keys),
         )
-        .add(
+        .upload(
             "POST",
             "/api/v1/products/{model}/tuf/root",
             Admin,
@@ -479,7 +496,7 @@ fn routes(state: AppState) -> Routes {
                 crate::updates::repo::MAX_METADATA_BYTES + 16 * 1024,
             )),
         )
-        .add(
+        .upload(
             "POST",
             "/api/v1/products/{model}/tuf/targets",
             Staff,
@@ -487,13 +504,13 @@ fn routes(state: AppState) -> Routes {
                 crate::updates::repo::MAX_METADATA_BYTES + 16 * 1024,
             )),
         )
-        .add(
+        .upload(
             "PUT",
             "/api/v1/products/{model}/targets/{name}",
             Staff,
             axum::routing::put(updates::upload_image),
         )
-        .add(
+        .upload(
             "POST",
             "/api/v1/products/{model}/releases",
             Staff,
@@ -588,7 +605,12 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
-            std::time::Duration::from_secs(limits.request_timeout_secs),
+            middleware::RequestDeadlines {
+                request: std::time::Duration::from_secs(limits.request_timeout_secs),
+                upload_idle: std::time::Duration::from_secs(limits.upload_idle_timeout_secs),
+                upload_total: std::time::Duration::from_secs(limits.upload_timeout_secs),
+                uploads: built.uploads.into(),
+            },
             middleware::deadline,
         ))
         .with_state(state)
