@@ -37,13 +37,13 @@ pub enum KeysAction {
 pub struct HubArgs {
     /// The hub's base URL, e.g. https://hub.example.com
     #[arg(long)]
-    hub: String,
+    pub(crate) hub: String,
     /// An API token of a staff account (or PALISADE_TOKEN)
     #[arg(long, env = "PALISADE_TOKEN", hide_env_values = true)]
-    token: String,
+    pub(crate) token: String,
     /// The hub's CA certificate (PEM) when its certificate is from the hub CA
     #[arg(long)]
-    ca: Option<PathBuf>,
+    pub(crate) ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
