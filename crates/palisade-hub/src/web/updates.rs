@@ -434,8 +434,12 @@ pub async fn page(State(state): State<AppState>, ctx: Ctx) -> Result<Response, W
             notes: r.notes,
         })
         .collect();
+    let mut chrome = ctx.chrome(&state, "Releases");
+    if let Some(expiry) = crate::updates::expiry::banner(&state.updates)? {
+        chrome = chrome.notice(expiry);
+    }
     pages::render(ReleasesPage {
-        c: ctx.chrome(&state, "Releases"),
+        c: chrome,
         releases,
     })
 }
