@@ -150,6 +150,42 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The owner's switch in the hub's config message (`devices/{id}/config`):
+    /// `"auto_update": "on" | "off" | {"postpone_until": UNIX_SECONDS}`. `Ok(None)` when
+    /// the message has none (the owner never set it in the console: the local choice
+    /// stands); an unknown form is an error, and the local choice stands too.
+    pub fn from_config(payload: &[u8]) -> Result<Option<Policy>> {
+        let doc: serde_json::Value =
+            serde_json::from_slice(payload).map_err(|e| Error::json("device config", e))?;
+        let Some(value) = doc.get("auto_update") else {
+            return Ok(None);
+        };
+        let bad = || {
+            Error::invalid(
+                "device config",
+                "auto_update is not on, off or {\"postpone_until\": N}",
+            )
+        };
+        match value {
+            serde_json::Value::String(s) if s == "on" => Ok(Some(Policy::default())),
+            serde_json::Value::String(s) if s == "off" => Ok(Some(Policy {
+                off: true,
+                postpone_until: None,
+            })),
+            serde_json::Value::Object(map) if map.len() == 1 => {
+                let until = map
+                    .get("postpone_until")
+                    .and_then(|v| v.as_i64())
+                    .ok_or_else(bad)?;
+                Ok(Some(Policy {
+                    off: false,
+                    postpone_until: Some(until),
+                }))
+            }
+            _ => Err(bad()),
+        }
+    }
+
     /// Whether automatic install is on now, and why not.
     pub fn allows(&self, now: i64) -> std::result::Result<(), String> {
         if self.off {

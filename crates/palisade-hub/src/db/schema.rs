@@ -37,10 +37,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         V11,
     ),
     (12, "recent re-authentication of a session", V12),
+    (14, "the owner's automatic-install switch per device", V14),
 ];
 
 /// The newest schema this binary understands.
-pub const LATEST_VERSION: i64 = 12;
+pub const LATEST_VERSION: i64 = 14;
 
 /// How many migrations there are (versions may have gaps while branches are merged).
 pub const MIGRATION_COUNT: i64 = MIGRATIONS.len() as i64;
@@ -330,6 +331,17 @@ CREATE INDEX outbox_sent ON outbox (sent_at);
 /// When the session's holder last typed their password (and second factor) again: an
 /// export or deletion of the account needs it within the last few minutes (DATA-3,
 /// DATA-4; see `web::reauth`). 0 = never.
+// The owner's automatic-install switch (UPD-3): mode 'on', 'off' or 'postpone' (until
+// `postpone_until`, Unix seconds); no row: never set by the owner in the console.
+const V14: &str = r#"
+CREATE TABLE device_update_policy (
+    device_id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+    mode TEXT NOT NULL,
+    postpone_until BIGINT NOT NULL DEFAULT 0,
+    changed_at BIGINT NOT NULL
+);
+"#;
+
 const V12: &str = r#"
 ALTER TABLE sessions ADD COLUMN reauth_at BIGINT NOT NULL DEFAULT 0;
 "#;

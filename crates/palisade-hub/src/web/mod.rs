@@ -213,6 +213,12 @@ fn routes(state: AppState) -> Routes {
             Signed,
             post(console::devices::switch_field),
         )
+        .add(
+            "POST",
+            "/devices/{id}/auto-update",
+            Signed,
+            post(console::devices::auto_update),
+        )
         .add("GET", "/retention", Admin, get(admin::retention_page))
         .add("GET", "/api/v1/openapi.json", Signed, get(api::openapi))
         .add("GET", "/api/v1/me", Signed, get(api::me))
@@ -257,6 +263,12 @@ fn routes(state: AppState) -> Routes {
             "/api/v1/devices/{id}/telemetry-fields",
             Signed,
             post(devices::telemetry_fields),
+        )
+        .add(
+            "POST",
+            "/api/v1/devices/{id}/auto-update",
+            Signed,
+            post(devices::auto_update),
         )
         .add(
             "POST",
