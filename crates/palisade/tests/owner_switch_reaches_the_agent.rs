@@ -128,18 +128,6 @@ async fn the_owners_switch_reaches_the_agent_and_stops_automatic_install() {
         (status, response.json::<Value>().await.expect("json"))
     };
 
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let agent = tokio::spawn(run(
-        RunOptions {
-            state_dir: state_dir.clone(),
-            source: Source::Simulate {
-                fields: parse_fields("temperature:number,location:number").expect("fields"),
-                interval: Duration::from_millis(200),
-            },
-            limits: Limits::default(),
-        },
-        stopped,
-    ));
     let state = StateDir::new(&state_dir);
     // The owner had switched automatic install off on the device itself; a hub that
     // never got a console choice must not override it.
