@@ -3,7 +3,7 @@
 //! postponed carry a clear warning that security fixes will not install. Each change is
 //! stored and audited. Negative cases: another owner gets 404, an operator may look but
 //! not switch (403), a form without its CSRF token is refused, and a postponement in the
-//! past is refused.
+//! past is refused, and a released device does not keep its previous owner's "off".
 
 mod common;
 
@@ -137,5 +137,20 @@ async fn owner_switches_automatic_updates_and_others_cannot() {
         .filter(|e| e.action == "device.auto_update")
         .collect();
     assert_eq!(switches.len(), 3, "{audited:?}");
+
+    // A released device does not keep its previous owner's "off" for the next owner.
+    anna.get(&path).await;
+    anna.post_form(&switch, &[("state", "off")]).await;
+    assert_eq!(
+        db.auto_update(&id).await.expect("policy"),
+        Some(AutoUpdate::Off)
+    );
+    anna.get(&path).await;
+    let released = anna.post_form(&format!("/devices/{id}/release"), &[]).await;
+    assert_eq!(released.status, 303, "{}", released.body);
+    assert_eq!(
+        db.auto_update(&id).await.expect("policy"),
+        Some(AutoUpdate::On)
+    );
     hub.hub.shutdown().await;
 }
