@@ -961,6 +961,34 @@ mod tests {
     }
 
     #[test]
+    fn the_hubs_config_carries_the_owners_switch() {
+        let off =
+            Policy::from_config(br#"{"disabled_fields":[],"auto_update":"off"}"#).expect("parse");
+        assert_eq!(off.map(|p| p.off), Some(true));
+        let on =
+            Policy::from_config(br#"{"disabled_fields":[],"auto_update":"on"}"#).expect("parse");
+        assert_eq!(on, Some(Policy::default()));
+        let later = Policy::from_config(
+            br#"{"disabled_fields":[],"auto_update":{"postpone_until":1900000000}}"#,
+        )
+        .expect("parse");
+        assert_eq!(later.and_then(|p| p.postpone_until), Some(1_900_000_000));
+        // No choice in the console: the local one stands.
+        assert_eq!(
+            Policy::from_config(br#"{"disabled_fields":[]}"#).expect("parse"),
+            None
+        );
+        for bad in [
+            &br#"{"auto_update":"sometimes"}"#[..],
+            br#"{"auto_update":{"postpone_until":"soon"}}"#,
+            br#"{"auto_update":{"postpone_until":1,"x":2}}"#,
+            br#"{"auto_update":7}"#,
+        ] {
+            assert!(Policy::from_config(bad).is_err());
+        }
+    }
+
+    #[test]
     fn policy_postpones_and_switches_off() {
         let p = Policy {
             off: false,
