@@ -21,6 +21,10 @@ const MAX_BYTES: u64 = 16 * 1024;
 #[serde(deny_unknown_fields)]
 struct Document {
     disabled_fields: BTreeSet<String>,
+    /// The owner's automatic-install switch from the console (UPD-3), read by
+    /// [`crate::update::Policy::from_config`]; not kept in this file.
+    #[serde(default, skip_serializing)]
+    auto_update: Option<Value>,
 }
 
 /// The switched-off fields.
@@ -68,6 +72,7 @@ impl DisabledFields {
     pub fn save(&self, state: &StateDir) -> Result<()> {
         let doc = Document {
             disabled_fields: self.0.clone(),
+            auto_update: None,
         };
         let bytes = serde_json::to_vec(&doc).map_err(|e| Error::json("telemetry config", e))?;
         fsutil::write_private(&state.path(FIELDS_FILE), &bytes)

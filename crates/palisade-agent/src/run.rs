@@ -749,6 +749,21 @@ impl Agent {
             }
             Err(e) => tracing::warn!("ignored telemetry settings from the hub: {e}"),
         }
+        // UPD-3: the owner's automatic-install switch from the console, kept exactly as
+        // `palisade-agent auto-update` keeps it (the updater reads it before installing).
+        match crate::update::Policy::from_config(payload) {
+            Ok(Some(policy)) => {
+                if crate::update::load_policy(&self.state).ok().as_ref() != Some(&policy) {
+                    crate::update::save_policy(&self.state, &policy)?;
+                    match policy.allows(crate::unix_now()) {
+                        Ok(()) => tracing::info!("automatic install switched on by the owner"),
+                        Err(why) => tracing::warn!("automatic install {why}"),
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("ignored the update setting from the hub: {e}"),
+        }
         Ok(())
     }
 

@@ -150,6 +150,42 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The owner's switch in the hub's config message (`devices/{id}/config`):
+    /// `"auto_update": "on" | "off" | {"postpone_until": UNIX_SECONDS}`. `Ok(None)` when
+    /// the message has none (the owner never set it in the console: the local choice
+    /// stands); an unknown form is an error, and the local choice stands too.
+    pub fn from_config(payload: &[u8]) -> Result<Option<Policy>> {
+        let doc: serde_json::Value =
+            serde_json::from_slice(payload).map_err(|e| Error::json("device config", e))?;
+        let Some(value) = doc.get("auto_update") else {
+            return Ok(None);
+        };
+        let bad = || {
+            Error::invalid(
+                "device config",
+                "auto_update is not on, off or {\"postpone_until\": N}",
+            )
+        };
+        match value {
+            serde_json::Value::String(s) if s == "on" => Ok(Some(Policy::default())),
+            serde_json::Value::String(s) if s == "off" => Ok(Some(Policy {
+                off: true,
+                postpone_until: None,
+            })),
+            serde_json::Value::Object(map) if map.len() == 1 => {
+                let until = map
+                    .get("postpone_until")
+                    .and_then(|v| v.as_i64())
+                    .ok_or_else(bad)?;
+                Ok(Some(Policy {
+                    off: false,
+                    postpone_until: Some(until),
+                }))
+            }
+            _ => Err(bad()),
+        }
+    }
+
     /// Whether automatic install is on now, and why not.
     pub fn allows(&self, now: i64) -> std::result::Result<(), String> {
         if self.off {
@@ -946,6 +982,34 @@ mod tests {
         assert_eq!(compare_versions("2.0.0-rc1", "2.0.0"), Some(Ordering::Less));
         assert_eq!(compare_versions("1.0.0", "1.0.0+b7"), Some(Ordering::Equal));
         assert_eq!(compare_versions("v2", "1"), None);
+    }
+
+    #[test]
+    fn the_hubs_config_carries_the_owners_switch() {
+        let off =
+            Policy::from_config(br#"{"disabled_fields":[],"auto_update":"off"}"#).expect("parse");
+        assert_eq!(off.map(|p| p.off), Some(true));
+        let on =
+            Policy::from_config(br#"{"disabled_fields":[],"auto_update":"on"}"#).expect("parse");
+        assert_eq!(on, Some(Policy::default()));
+        let later = Policy::from_config(
+            br#"{"disabled_fields":[],"auto_update":{"postpone_until":1900000000}}"#,
+        )
+        .expect("parse");
+        assert_eq!(later.and_then(|p| p.postpone_until), Some(1_900_000_000));
+        // No choice in the console: the local one stands.
+        assert_eq!(
+            Policy::from_config(br#"{"disabled_fields":[]}"#).expect("parse"),
+            None
+        );
+        for bad in [
+            &br#"{"auto_update":"sometimes"}"#[..],
+            br#"{"auto_update":{"postpone_until":"soon"}}"#,
+            br#"{"auto_update":{"postpone_until":1,"x":2}}"#,
+            br#"{"auto_update":7}"#,
+        ] {
+            assert!(Policy::from_config(bad).is_err());
+        }
     }
 
     #[test]

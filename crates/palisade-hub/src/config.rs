@@ -67,6 +67,13 @@ pub struct Limits {
     pub tuf_snapshot_expiry_secs: i64,
     /// Largest release image accepted, in bytes.
     pub max_image_bytes: u64,
+    /// Seconds an image or metadata upload may go without receiving a byte before the
+    /// hub answers 408 and closes it (these routes are exempt from
+    /// `request_timeout_secs`, so a slow link can upload a large image, but a stalled
+    /// or slow-loris upload is still cut off).
+    pub upload_idle_timeout_secs: u64,
+    /// Seconds one image or metadata upload may take in total.
+    pub upload_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -97,6 +104,8 @@ impl Default for Limits {
             tuf_timestamp_expiry_secs: 86_400,
             tuf_snapshot_expiry_secs: 7 * 86_400,
             max_image_bytes: 2 * 1024 * 1024 * 1024,
+            upload_idle_timeout_secs: 60,
+            upload_timeout_secs: 6 * 3600,
         }
     }
 }
@@ -859,6 +868,14 @@ fn check_limits(l: &Limits, problems: &mut Vec<Problem>) {
     bad(
         (1024..=64 * 1024 * 1024 * 1024).contains(&l.max_image_bytes),
         "max_image_bytes must be between 1 KiB and 64 GiB",
+    );
+    bad(
+        (1..=600).contains(&l.upload_idle_timeout_secs),
+        "upload_idle_timeout_secs must be between 1 and 600",
+    );
+    bad(
+        (1..=7 * 86_400).contains(&l.upload_timeout_secs),
+        "upload_timeout_secs must be between 1 second and 7 days",
     );
     bad(
         (1..=3600).contains(&l.http_idle_timeout_secs),

@@ -208,6 +208,10 @@ pub async fn start(config: Config) -> Result<RunningHub> {
                 Ok(n) => tracing::debug!(models = n, "TUF timestamp re-signed"),
                 Err(e) => tracing::error!(error = %e, "TUF metadata refresh failed"),
             }
+            // Staff hear once per role version that metadata is about to expire.
+            if let Err(e) = updates::expiry::alert(&refresh_db, &updates).await {
+                tracing::error!(error = %e, "TUF expiry warning failed");
+            }
             if last_notice.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(3600)) {
                 last_notice = Some(std::time::Instant::now());
                 if let Err(e) = updates::send_support_notices(&refresh_db, &refresh_url).await {

@@ -137,6 +137,23 @@ pub enum BenchAction {
         #[arg(long)]
         work: PathBuf,
     },
+    /// One release image served to many devices at once: `palisade serve` (separate
+    /// process, peak RSS) against a plain TLS copy of the same file, and the agent's
+    /// TUF target verification against sha256sum (issue 4)
+    Updates {
+        /// Simulated devices, each downloading the image on its own HTTPS connection
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        devices: u32,
+        /// Downloads in flight at once (default: all devices at once)
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        concurrency: u32,
+        /// Image size in MiB
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        image_mib: u32,
+        /// An empty or missing directory for the hub's data, keys and the image
+        #[arg(long)]
+        work: PathBuf,
+    },
 }
 
 pub async fn run(action: BenchAction) -> Result<std::process::ExitCode> {
@@ -208,6 +225,12 @@ pub async fn run(action: BenchAction) -> Result<std::process::ExitCode> {
             rows,
             work,
         } => crate::bench_privacy::run(devices, rows, &work).await?,
+        BenchAction::Updates {
+            devices,
+            concurrency,
+            image_mib,
+            work,
+        } => crate::bench_updates::run(devices, image_mib, concurrency, &work).await?,
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod bench_privacy;
+mod bench_updates;
 mod demo;
 mod privacy_cli;
 mod release_cli;

@@ -37,13 +37,13 @@ pub enum KeysAction {
 pub struct HubArgs {
     /// The hub's base URL, e.g. https://hub.example.com
     #[arg(long)]
-    hub: String,
+    pub(crate) hub: String,
     /// An API token of a staff account (or PALISADE_TOKEN)
     #[arg(long, env = "PALISADE_TOKEN", hide_env_values = true)]
-    token: String,
+    pub(crate) token: String,
     /// The hub's CA certificate (PEM) when its certificate is from the hub CA
     #[arg(long)]
-    ca: Option<PathBuf>,
+    pub(crate) ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -89,6 +89,22 @@ pub enum ReleaseAction {
         /// Soak time per stage of that rollout, in minutes
         #[arg(long, default_value_t = 60, requires = "rollout")]
         soak_minutes: i64,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+    /// Rotate a model's root keys (and targets key): root N+1 lists the keys of
+    /// NEW_DIR (from `palisade keys init`) and is signed by the current root threshold
+    /// (OLD_DIR) and by the new keys, so devices that trust root N follow the chain.
+    /// The current targets metadata is then re-signed with the new targets key.
+    RotateRoot {
+        #[arg(long)]
+        product: String,
+        /// The current offline keys (those the hub's root.json lists)
+        #[arg(long)]
+        keys: PathBuf,
+        /// The new offline keys, made by `palisade keys init --out NEW_DIR`
+        #[arg(long)]
+        new_keys: PathBuf,
         #[command(flatten)]
         hub: HubArgs,
     },
@@ -376,6 +392,12 @@ pub async fn release(action: ReleaseAction) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        ReleaseAction::RotateRoot {
+            product,
+            keys,
+            new_keys,
+            hub,
+        } => rotate_root(&product, &keys, &new_keys, &hub).await,
         ReleaseAction::Publish {
             product,
             version,
@@ -563,6 +585,141 @@ pub async fn release(action: ReleaseAction) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `release rotate-root`: see [`ReleaseAction::RotateRoot`].
+async fn rotate_root(
+    product: &str,
+    old_dir: &Path,
+    new_dir: &Path,
+    hub_args: &HubArgs,
+) -> Result<ExitCode> {
+    let old = load_keys(old_dir)?;
+    let new = load_keys(new_dir)?;
+    let hub = Hub::new(hub_args)?;
+    let current: Signed<Root> = tuf::parse(
+        &hub.get_bytes(
+            &format!("/tuf/{product}/metadata/root.json"),
+            "fetch root.json",
+        )
+        .await?,
+    )
+    .map_err(anyhow::Error::msg)?;
+    current
+        .signed
+        .verify_role(&current)
+        .context("the hub's root.json is not validly signed")?;
+    // Enough of OUR old keys must be root keys of the current root: otherwise the
+    // hub and every device would refuse the new root anyway.
+    let listed = current
+        .signed
+        .roles
+        .get(&RoleType::Root)
+        .map(|r| {
+            old.root
+                .iter()
+                .filter(|k| r.keyids.contains(k.id()))
+                .count() as u64
+        })
+        .unwrap_or(0);
+    let threshold = current
+        .signed
+        .roles
+        .get(&RoleType::Root)
+        .map_or(u64::MAX, |r| r.threshold.get());
+    if listed < threshold {
+        bail!(
+            "only {listed} of the keys in {} are root keys of the hub's root version {} (threshold {threshold}): wrong --keys?",
+            old_dir.display(),
+            current.signed.version
+        );
+    }
+    let online: serde_json::Value = serde_json::from_slice(
+        &hub.get_bytes(
+            &format!("/api/v1/products/{product}/tuf/keys"),
+            "fetch the hub's online keys",
+        )
+        .await?,
+    )?;
+    let version = current
+        .signed
+        .version
+        .get()
+        .checked_add(1)
+        .context("root version overflow")?;
+    let new_root_keys: Vec<&SigningKey> = new.root.iter().collect();
+    // Signed by every old root key we hold (at least the old threshold) and every new
+    // root key (at least the new threshold): TUF 5.3.4 checks both.
+    let mut signers: Vec<&SigningKey> = Vec::new();
+    for k in old.root.iter().chain(new.root.iter()) {
+        if !signers.iter().any(|s| s.id() == k.id()) {
+            signers.push(k);
+        }
+    }
+    let root = tuf::new_root(
+        version,
+        &new_root_keys,
+        new.root_threshold,
+        &new.targets,
+        key_of(&online, "snapshot")?,
+        key_of(&online, "timestamp")?,
+        palisade_hub::db::now() + OFFLINE_EXPIRY_DAYS * 86_400,
+        &signers,
+    )?;
+    let r = hub
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/products/{product}/tuf/root"),
+        )
+        .header("content-type", "application/json")
+        .body(tuf::to_bytes(&root)?)
+        .send()
+        .await?;
+    Hub::check(r, "upload the new root").await?;
+    println!(
+        "root version {version} of {product} uploaded: {} root key(s), threshold {}, targets key {}.",
+        new.root.len(),
+        new.root_threshold,
+        new.targets.id_hex()
+    );
+    // The targets metadata the hub serves is signed by the old targets key: re-sign the
+    // same targets with the new one, or devices would refuse the repository.
+    let targets: Signed<Targets> = tuf::parse(
+        &hub.get_bytes(
+            &format!("/tuf/{product}/metadata/targets.json"),
+            "fetch targets.json",
+        )
+        .await?,
+    )
+    .map_err(anyhow::Error::msg)?;
+    current
+        .signed
+        .verify_role(&targets)
+        .context("the hub's targets.json is not signed by the previous targets key")?;
+    let mut resigned = targets.signed.clone();
+    resigned.version = resigned
+        .version
+        .checked_add(1)
+        .context("targets version overflow")?;
+    resigned.expires = tuf::expiry(palisade_hub::db::now() + OFFLINE_EXPIRY_DAYS * 86_400)?;
+    let signed = tuf::sign(resigned, &[&new.targets])?;
+    let r = hub
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/products/{product}/tuf/targets"),
+        )
+        .header("content-type", "application/json")
+        .body(tuf::to_bytes(&signed)?)
+        .send()
+        .await?;
+    Hub::check(r, "upload the re-signed targets metadata").await?;
+    println!(
+        "targets metadata re-signed with the new targets key (version {}). Publish with --keys {} from now on; keep {} offline until no device is older than this rotation, then destroy it.",
+        signed.signed.version,
+        new_dir.display(),
+        old_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Upload the image as a stream, drawing a progress bar on stderr.

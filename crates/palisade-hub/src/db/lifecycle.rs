@@ -86,6 +86,16 @@ impl Db {
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
+        // UPD-3: the previous owner's "off" or postponement must not stay with the
+        // device: the next owner starts with automatic updates on (sent to the device).
+        sqlx::query(
+            "UPDATE device_update_policy SET mode = 'on', postpone_until = 0, changed_at = $2 \
+             WHERE device_id = $1",
+        )
+        .bind(id.as_str())
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Some(Cleared {
             previous_owner: UserId::parse(&owner),

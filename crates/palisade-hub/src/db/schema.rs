@@ -38,6 +38,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (12, "recent re-authentication of a session", V12),
     (13, "staged rollouts and the devices they admitted", V13),
+    (14, "the owner's automatic-install switch per device", V14),
     (
         15,
         "actively exploited vulnerabilities and their CRA reports",
@@ -333,9 +334,6 @@ CREATE INDEX device_events_time ON device_events (received_at_ms);
 CREATE INDEX outbox_sent ON outbox (sent_at);
 "#;
 
-/// When the session's holder last typed their password (and second factor) again: an
-/// export or deletion of the account needs it within the last few minutes (DATA-3,
-/// DATA-4; see `web::reauth`). 0 = never.
 // Issue 4: staged rollouts (docs/updates.md). At most one unfinished rollout per model,
 // enforced by the partial unique index (both engines support it), so two operators
 // racing cannot start two. `rollout_targets` is the optional device list (empty: the
@@ -379,6 +377,20 @@ CREATE TABLE rollout_devices (
 CREATE INDEX rollout_devices_device ON rollout_devices (device_id);
 "#;
 
+// The owner's automatic-install switch (UPD-3): mode 'on', 'off' or 'postpone' (until
+// `postpone_until`, Unix seconds); no row: never set by the owner in the console.
+const V14: &str = r#"
+CREATE TABLE device_update_policy (
+    device_id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+    mode TEXT NOT NULL,
+    postpone_until BIGINT NOT NULL DEFAULT 0,
+    changed_at BIGINT NOT NULL
+);
+"#;
+
+/// When the session's holder last typed their password (and second factor) again: an
+/// export or deletion of the account needs it within the last few minutes (DATA-3,
+/// DATA-4; see `web::reauth`). 0 = never.
 const V12: &str = r#"
 ALTER TABLE sessions ADD COLUMN reauth_at BIGINT NOT NULL DEFAULT 0;
 "#;

@@ -495,7 +495,19 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
     };
+    // UPD-3: the owner's automatic-install switch travels in the same config message.
+    let auto_update = match crate::updates::auto_update::config_value(&shared.db, &device).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(%device, "could not load the device's update setting: {e}");
+            refuse_connect(&mut io, ConnectRefusal::ServerUnavailable);
+            io.finish().await;
+            shared.fleet.unregister(&device, registration);
+            return;
+        }
+    };
     let mut session = Live {
+        auto_update,
         io,
         shared: &shared,
         device: device.clone(),
@@ -801,6 +813,9 @@ struct Live<'a, S> {
     /// Optional telemetry fields the owner switched off (PRIV-3): dropped before
     /// storage and sent to the device so it stops sending them.
     disabled: HashSet<String>,
+    /// The owner's automatic-install switch (UPD-3), sent with the telemetry settings;
+    /// `None` when the owner never set one in the console.
+    auto_update: Option<serde_json::Value>,
 }
 
 /// The commit result of the oldest pending message (never resolves if it has none).
@@ -1306,9 +1321,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
     /// The owner changed the device's telemetry settings: reload them and tell the
     /// device.
     async fn reload_config(&mut self) {
-        match self.shared.db.disabled_fields(&self.device).await {
-            Ok(fields) => {
+        let loaded = match self.shared.db.disabled_fields(&self.device).await {
+            Ok(fields) => crate::updates::auto_update::config_value(&self.shared.db, &self.device)
+                .await
+                .map(|a| (fields, a)),
+            Err(e) => Err(e),
+        };
+        match loaded {
+            Ok((fields, auto_update)) => {
                 self.disabled = fields.into_iter().collect();
+                self.auto_update = auto_update;
                 if self.qos_for(&self.config_topic).is_some() {
                     self.send_config();
                 }
@@ -1329,9 +1351,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<'_, S> {
         };
         let mut fields: Vec<&String> = self.disabled.iter().collect();
         fields.sort();
-        let payload = serde_json::json!({ "disabled_fields": fields })
-            .to_string()
-            .into_bytes();
+        let mut doc = serde_json::json!({ "disabled_fields": fields });
+        if let Some(choice) = &self.auto_update {
+            doc["auto_update"] = choice.clone();
+        }
+        let payload = doc.to_string().into_bytes();
         let packet_id = if qos == Qos::AtLeastOnce {
             match self.io.conn.acquire_packet_id() {
                 Ok(id) => Some(id),

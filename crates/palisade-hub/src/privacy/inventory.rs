@@ -244,8 +244,8 @@ pub const CATEGORIES: &[Category] = &[
     },
     Category {
         name: "Devices",
-        tables: "devices, claim_codes, product_models, product_sensing",
-        what: "device id, product model, owner, certificate fingerprint and expiry, firmware version, last seen time",
+        tables: "devices, claim_codes, product_models, product_sensing, device_update_policy",
+        what: "device id, product model, owner, certificate fingerprint and expiry, firmware version, last seen time, whether you switched automatic updates off or postponed them",
         purpose: "to connect your devices securely and show them to you",
         retention: "as long as the device is registered",
         personal: true,

@@ -10,6 +10,8 @@
 //!   `{"release","version","step","reason","downtime_ms"}`, step one of
 //!   [`STEPS`].
 
+pub mod auto_update;
+pub mod expiry;
 pub mod repo;
 pub mod rollouts;
 pub mod tuf;

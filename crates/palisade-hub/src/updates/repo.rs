@@ -33,6 +33,16 @@ fn refused<T>(why: impl Into<String>) -> RepoResult<T> {
     Err(RepoError::Refused(why.into()))
 }
 
+/// A role's metadata that expires soon (see [`Repository::expiring`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiring {
+    pub product: String,
+    pub role: &'static str,
+    pub version: u64,
+    /// Unix seconds.
+    pub expires: i64,
+}
+
 /// The repositories of all product models.
 pub struct Repository {
     dir: PathBuf,
@@ -395,6 +405,70 @@ impl Repository {
     /// timestamp lifetime, at most an hour.
     pub fn refresh_interval_secs(&self) -> u64 {
         (self.timestamp_expiry_secs / 4).clamp(1, 3600) as u64
+    }
+
+    /// Every role of every model whose metadata expires within its warning horizon:
+    /// `offline_horizon_secs` for root and targets (signed offline: only the operator
+    /// can re-sign them), and a quarter of their lifetime for snapshot and timestamp
+    /// (the hub re-signs them at half, so one this close means the refresh failed).
+    pub fn expiring(&self, now: i64, offline_horizon_secs: i64) -> Result<Vec<Expiring>> {
+        let mut found = Vec::new();
+        for model in self.models()? {
+            let dir = self.metadata_dir(&model);
+            let mut check = |role: &'static str, version: u64, expires: i64, horizon: i64| {
+                if expires - now < horizon {
+                    found.push(Expiring {
+                        product: model.as_str().to_owned(),
+                        role,
+                        version,
+                        expires,
+                    });
+                }
+            };
+            if let Some(r) = stored::<Root>(&dir.join("root.json"))? {
+                let (v, e) = (r.signed.version.get(), r.signed.expires.as_second());
+                check("root", v, e, offline_horizon_secs);
+            }
+            if let Some(t) = stored::<Targets>(&dir.join("targets.json"))? {
+                let (v, e) = (t.signed.version.get(), t.signed.expires.as_second());
+                check("targets", v, e, offline_horizon_secs);
+            }
+            if let Some(s) = stored::<Snapshot>(&dir.join("snapshot.json"))? {
+                let (v, e) = (s.signed.version.get(), s.signed.expires.as_second());
+                check("snapshot", v, e, self.snapshot_expiry_secs / 4);
+            }
+            if let Some(t) = stored::<Timestamp>(&dir.join("timestamp.json"))? {
+                let (v, e) = (t.signed.version.get(), t.signed.expires.as_second());
+                check("timestamp", v, e, self.timestamp_expiry_secs / 4);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Record that staff were alerted about `role` version `version` of `model`;
+    /// returns false if they already were (one alert per role version).
+    pub fn mark_alerted(&self, model: &str, role: &str, version: u64) -> Result<bool> {
+        let Ok(model) = ProductId::parse(model) else {
+            return Ok(false);
+        };
+        let path = self
+            .dir
+            .join("repos")
+            .join(model.as_str())
+            .join("expiry-alerts");
+        let line = format!("{role} {version}");
+        let existing = read_optional(&path)?.unwrap_or_default();
+        if String::from_utf8_lossy(&existing)
+            .lines()
+            .any(|l| l == line)
+        {
+            return Ok(false);
+        }
+        let mut next = existing;
+        next.extend_from_slice(line.as_bytes());
+        next.push(b'\n');
+        write_atomic(&path, &next, 0o600)?;
+        Ok(true)
     }
 
     /// Publish `file` (a finished upload) as target `name`. An existing target of the

@@ -505,6 +505,76 @@ pub async fn telemetry_fields(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct AutoUpdateRequest {
+    auto_update: crate::updates::auto_update::AutoUpdate,
+}
+
+/// The owner switches automatic install of `device` on, off, or postpones it (UPD-3).
+/// Only the owner may: staff cannot silently stop a device's security updates.
+pub(crate) async fn set_auto_update(
+    state: &AppState,
+    p: &Principal,
+    ip: IpAddr,
+    device: &Device,
+    choice: crate::updates::auto_update::AutoUpdate,
+) -> Result<(), WebError> {
+    use crate::updates::auto_update::{AutoUpdate, MAX_POSTPONE_SECS};
+    if device.owner_id.as_ref() != Some(&p.user.id) {
+        return Err(WebError::Denied(
+            "Only the device's owner can switch its automatic updates.".into(),
+        ));
+    }
+    if let AutoUpdate::Postponed { postpone_until } = choice {
+        let now = crate::db::now();
+        if postpone_until <= now || postpone_until > now + MAX_POSTPONE_SECS {
+            return Err(WebError::BadRequest(
+                "Postpone to a time in the future, at most a year ahead.".into(),
+            ));
+        }
+    }
+    crate::updates::auto_update::set(
+        &state.db,
+        &state.fleet,
+        &Actor::user(&p.user, ip),
+        device,
+        choice,
+    )
+    .await?;
+    Ok(())
+}
+
+/// `POST /api/v1/devices/{id}/auto-update` with `{"auto_update": "on" | "off" |
+/// {"postpone_until": UNIX_SECONDS}}`: the owner's switch (UPD-3), with a warning
+/// whenever security updates will not install.
+pub async fn auto_update(
+    State(state): State<AppState>,
+    p: Principal,
+    Extension(ClientAddr(ip)): Extension<ClientAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, WebError> {
+    use crate::updates::auto_update::AutoUpdate;
+    let device = visible_device(&state, &p, &id).await?;
+    let request: AutoUpdateRequest = json_body(&headers, &body)?;
+    set_auto_update(&state, &p, ip, &device, request.auto_update).await?;
+    let warning = match request.auto_update {
+        AutoUpdate::On => None,
+        AutoUpdate::Off => Some(
+            "Automatic updates are off: security fixes will not be installed on this device until you switch them on again.",
+        ),
+        AutoUpdate::Postponed { .. } => {
+            Some("Automatic updates are postponed: security fixes wait until then.")
+        }
+    };
+    Ok(Json(serde_json::json!({
+        "auto_update": request.auto_update,
+        "warning": warning,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CommandRequest {
     name: String,
     #[serde(default)]

@@ -253,12 +253,80 @@ fn serde_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
     serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).unwrap_or_default()
 }
 
+/// The deadlines requests get (RES-2): one total limit for every request, except the
+/// streamed uploads listed in the route table (`Routes::upload`), which get a longer
+/// total limit and a limit on the pause between two received chunks instead.
+#[derive(Clone)]
+pub struct RequestDeadlines {
+    pub request: std::time::Duration,
+    pub upload_idle: std::time::Duration,
+    pub upload_total: std::time::Duration,
+    /// `(method, route path)` of the upload routes.
+    pub uploads: std::sync::Arc<[(&'static str, &'static str)]>,
+}
+
+/// An upload received nothing for `upload_idle_timeout_secs`.
+#[derive(Debug)]
+pub struct UploadStalled;
+
+impl std::fmt::Display for UploadStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the upload stalled")
+    }
+}
+
+impl std::error::Error for UploadStalled {}
+
+/// Whether a request body error is (or wraps) `UploadStalled`.
+pub fn is_stalled(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    // Bounded: error chains are short, and each step moves to the source.
+    for _ in 0..8 {
+        match current {
+            Some(e) if e.is::<UploadStalled>() => return true,
+            Some(e) => current = e.source(),
+            None => return false,
+        }
+    }
+    false
+}
+
 /// Give every request a deadline.
 pub async fn deadline(
-    State(limit): State<std::time::Duration>,
+    State(limits): State<RequestDeadlines>,
     request: Request,
     next: Next,
 ) -> Response {
+    let is_upload = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .is_some_and(|matched| {
+            limits.uploads.iter().any(|(method, path)| {
+                *path == matched.as_str() && request.method().as_str() == *method
+            })
+        });
+    let (limit, request) = if is_upload {
+        let idle = limits.upload_idle;
+        let (parts, body) = request.into_parts();
+        let chunks = futures_util::stream::unfold(Some(body.into_data_stream()), move |state| {
+            use futures_util::StreamExt;
+            async move {
+                let mut inner = state?;
+                match tokio::time::timeout(idle, inner.next()).await {
+                    Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(inner))),
+                    Ok(Some(Err(e))) => Some((Err(axum::BoxError::from(e)), None)),
+                    Ok(None) => None,
+                    Err(_) => Some((Err(axum::BoxError::from(UploadStalled)), None)),
+                }
+            }
+        });
+        (
+            limits.upload_total,
+            Request::from_parts(parts, Body::from_stream(chunks)),
+        )
+    } else {
+        (limits.request, request)
+    };
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => WebError::Timeout.into_response(),

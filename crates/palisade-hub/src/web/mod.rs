@@ -60,6 +60,8 @@ struct Routes {
     router: Router<AppState>,
     table: Vec<RouteInfo>,
     state: AppState,
+    /// Streamed uploads: exempt from the request deadline, bounded by the upload ones.
+    uploads: Vec<(&'static str, &'static str)>,
 }
 
 impl Routes {
@@ -82,6 +84,20 @@ impl Routes {
         self.router = self.router.route(path, guarded);
         self
     }
+
+    /// A route that receives a large body slowly (release images and metadata): it gets
+    /// `upload_timeout_secs` in total and `upload_idle_timeout_secs` between chunks
+    /// instead of `request_timeout_secs` (`middleware::deadline`).
+    fn upload(
+        mut self,
+        method: &'static str,
+        path: &'static str,
+        access: Access,
+        handler: MethodRouter<AppState>,
+    ) -> Self {
+        self.uploads.push((method, path));
+        self.add(method, path, access, handler)
+    }
 }
 
 /// The route table with the handlers, in one place.
@@ -93,6 +109,7 @@ fn routes(state: AppState) -> Routes {
         router: Router::new(),
         table: Vec::new(),
         state,
+        uploads: Vec::new(),
     };
     r.add("GET", "/", Public, get(console::home))
         .add("GET", "/healthz", Public, get(api::healthz))
@@ -197,6 +214,12 @@ fn routes(state: AppState) -> Routes {
             Signed,
             post(console::devices::switch_field),
         )
+        .add(
+            "POST",
+            "/devices/{id}/auto-update",
+            Signed,
+            post(console::devices::auto_update),
+        )
         .add("GET", "/retention", Admin, get(admin::retention_page))
         .add("GET", "/api/v1/openapi.json", Signed, get(api::openapi))
         .add("GET", "/api/v1/me", Signed, get(api::me))
@@ -241,6 +264,12 @@ fn routes(state: AppState) -> Routes {
             "/api/v1/devices/{id}/telemetry-fields",
             Signed,
             post(devices::telemetry_fields),
+        )
+        .add(
+            "POST",
+            "/api/v1/devices/{id}/auto-update",
+            Signed,
+            post(devices::auto_update),
         )
         .add(
             "POST",
@@ -558,7 +587,7 @@ fn routes(state: AppState) -> Routes {
             Staff,
             get(updates::online_keys),
         )
-        .add(
+        .upload(
             "POST",
             "/api/v1/products/{model}/tuf/root",
             Admin,
@@ -566,7 +595,7 @@ fn routes(state: AppState) -> Routes {
                 crate::updates::repo::MAX_METADATA_BYTES + 16 * 1024,
             )),
         )
-        .add(
+        .upload(
             "POST",
             "/api/v1/products/{model}/tuf/targets",
             Staff,
@@ -574,13 +603,13 @@ fn routes(state: AppState) -> Routes {
                 crate::updates::repo::MAX_METADATA_BYTES + 16 * 1024,
             )),
         )
-        .add(
+        .upload(
             "PUT",
             "/api/v1/products/{model}/targets/{name}",
             Staff,
             axum::routing::put(updates::upload_image),
         )
-        .add(
+        .upload(
             "POST",
             "/api/v1/products/{model}/releases",
             Staff,
@@ -675,7 +704,12 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
-            std::time::Duration::from_secs(limits.request_timeout_secs),
+            middleware::RequestDeadlines {
+                request: std::time::Duration::from_secs(limits.request_timeout_secs),
+                upload_idle: std::time::Duration::from_secs(limits.upload_idle_timeout_secs),
+                upload_total: std::time::Duration::from_secs(limits.upload_timeout_secs),
+                uploads: built.uploads.into(),
+            },
             middleware::deadline,
         ))
         .with_state(state)

@@ -205,8 +205,13 @@ pub async fn upload_image(
         let mut stream = body.into_data_stream();
         let mut total: u64 = 0;
         while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|_| WebError::BadRequest("The upload was interrupted.".into()))?;
+            let chunk = chunk.map_err(|e| {
+                if super::middleware::is_stalled(&*e.into_inner()) {
+                    WebError::Timeout
+                } else {
+                    WebError::BadRequest("The upload was interrupted.".into())
+                }
+            })?;
             total += chunk.len() as u64;
             if total > max {
                 return Err(WebError::BadRequest(format!(
@@ -429,8 +434,12 @@ pub async fn page(State(state): State<AppState>, ctx: Ctx) -> Result<Response, W
             notes: r.notes,
         })
         .collect();
+    let mut chrome = ctx.chrome(&state, "Releases");
+    if let Some(expiry) = crate::updates::expiry::banner(&state.updates)? {
+        chrome = chrome.notice(expiry);
+    }
     pages::render(ReleasesPage {
-        c: ctx.chrome(&state, "Releases"),
+        c: chrome,
         releases,
     })
 }

@@ -108,6 +108,10 @@ pub struct DevicePage {
     /// Reported install steps (issue 4): (time, version, step, reason, downtime).
     pub updates: Vec<(String, String, String, String, String)>,
     pub audit: Vec<AuditRow>,
+    /// The owner's automatic-install switch (UPD-3), as text.
+    pub auto_update: String,
+    /// Automatic install is not simply on: show the warning.
+    pub auto_update_warning: bool,
     /// Known vulnerabilities of the firmware it runs (VULN-5).
     pub vulns: Vec<VulnRow>,
     /// Whether an SBOM of that firmware is stored (else components cannot be matched).
@@ -472,6 +476,13 @@ pub async fn detail(
             "The field is switched off: the hub stores none of it from now on, and the device was told to stop sending it.",
         ),
         Some("field-on") => Some("The field is switched on again."),
+        Some("auto-update-on") => Some("Automatic updates are on."),
+        Some("auto-update-off") => Some(
+            "Automatic updates are OFF: security fixes will not be installed on this device until you switch them on again.",
+        ),
+        Some("auto-update-postpone") => {
+            Some("Automatic updates are postponed: security fixes wait until the date you chose.")
+        }
         _ => None,
     };
     let disabled = state.db.disabled_fields(&device.id).await?;
@@ -486,6 +497,13 @@ pub async fn detail(
     let known = crate::vuln::matching::for_device(&state.db, &device).await?;
     let vuln_sbom = known.sbom;
     let vulns = vuln_rows(known);
+    let choice = state.db.auto_update(&device.id).await?;
+    let auto_update_warning = matches!(
+        choice,
+        Some(crate::updates::auto_update::AutoUpdate::Off)
+            | Some(crate::updates::auto_update::AutoUpdate::Postponed { .. })
+    );
+    let auto_update = choice.map_or_else(|| "on (default)".to_owned(), |c| c.describe());
     let mut c = ctx.chrome(&state, &format!("Device {}", device.id));
     c.notice = notice.map(str::to_owned);
     pages::render(DevicePage {
@@ -551,6 +569,8 @@ pub async fn detail(
         audit,
         vulns,
         vuln_sbom,
+        auto_update,
+        auto_update_warning,
     })
 }
 
@@ -579,6 +599,48 @@ pub async fn switch_field(
     crate::web::devices::switch_field(&state, &p, ctx.ip, &device, &form.field, enabled).await?;
     Ok(redirect(&format!(
         "/devices/{}?done=field-{}",
+        device.id, form.state
+    )))
+}
+
+#[derive(Deserialize)]
+pub struct AutoUpdateForm {
+    /// "on", "off" or "postpone".
+    state: String,
+    /// For "postpone": YYYY-MM-DD (UTC midnight).
+    #[serde(default)]
+    until: String,
+}
+
+/// `POST /devices/{id}/auto-update`: the owner switches automatic install on, off, or
+/// postpones it (UPD-3).
+pub async fn auto_update(
+    State(state): State<AppState>,
+    p: Principal,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Form<AutoUpdateForm>,
+) -> Result<Response, WebError> {
+    use crate::updates::auto_update::AutoUpdate;
+    let device = visible_device(&state, &p, &id).await?;
+    let choice = match form.state.as_str() {
+        "on" => AutoUpdate::On,
+        "off" => AutoUpdate::Off,
+        "postpone" => {
+            let date = time::Date::parse(
+                form.until.trim(),
+                time::macros::format_description!("[year]-[month]-[day]"),
+            )
+            .map_err(|_| WebError::BadRequest("Give the date as YYYY-MM-DD.".into()))?;
+            AutoUpdate::Postponed {
+                postpone_until: date.midnight().assume_utc().unix_timestamp(),
+            }
+        }
+        _ => return Err(WebError::BadRequest("Choose on, off or postpone.".into())),
+    };
+    crate::web::devices::set_auto_update(&state, &p, ctx.ip, &device, choice).await?;
+    Ok(redirect(&format!(
+        "/devices/{}?done=auto-update-{}",
         device.id, form.state
     )))
 }

@@ -128,6 +128,16 @@ pub async fn home(State(state): State<AppState>, ctx: Ctx) -> Result<Response, W
     if !notices.is_empty() {
         chrome = chrome.notice(notices.join(" "));
     }
+    // Issue 4: TUF metadata about to expire (staff only; they re-sign it).
+    if p.is_staff()
+        && let Some(expiry) = crate::updates::expiry::banner(&state.updates)?
+    {
+        let text = match chrome.notice.take() {
+            Some(support) => format!("{support} {expiry}"),
+            None => expiry,
+        };
+        chrome = chrome.notice(text);
+    }
     pages::render(HomePage {
         c: chrome,
         username: p.user.username.to_string(),
