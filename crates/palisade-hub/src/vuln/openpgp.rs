@@ -62,6 +62,19 @@ fn fail(path: &Path, what: impl std::fmt::Display) -> Error {
     Error::Config(format!("{}: {what}", path.display()))
 }
 
+/// A time for messages, e.g. `2027-01-31 12:00 UTC`.
+pub fn utc(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
 /// The newest signature of `sigs` by creation time.
 fn newest(sigs: &[Signature]) -> Option<&Signature> {
     sigs.iter()
@@ -124,7 +137,9 @@ impl SecurityTxtKey {
         key.verify_bindings().map_err(|e| {
             fail(
                 path,
-                format!("the key's self-signatures do not verify: {e}"),
+                format!(
+                    "the key's signatures do not verify ({e}); export it without others' certifications: gpg --armor --export-options export-minimal --export-secret-keys KEYID"
+                ),
             )
         })?;
         if !key.details.revocation_signatures.is_empty() {
@@ -190,8 +205,8 @@ impl SecurityTxtKey {
             return Err(fail(
                 path,
                 format!(
-                    "the signing key expired at {} (unix seconds); extend it with gpg --quick-set-expire and export it again",
-                    at
+                    "the signing key expired on {}; extend it with gpg --quick-set-expire and export it again",
+                    utc(at)
                 ),
             ));
         }

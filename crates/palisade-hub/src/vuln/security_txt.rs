@@ -51,15 +51,7 @@ pub fn render(config: &Config, now: i64) -> String {
 pub fn key_warning(config: &Config, now: i64) -> Option<String> {
     let key = config.security_txt_key.as_ref()?;
     let at = key.expires_at.filter(|_| key.expires_soon(now))?;
-    let when = time::OffsetDateTime::from_unix_timestamp(at)
-        .ok()
-        .and_then(|t| {
-            t.format(time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute] UTC"
-            ))
-            .ok()
-        })
-        .unwrap_or_default();
+    let when = super::openpgp::utc(at);
     Some(if at <= now {
         format!(
             "The OpenPGP key {} that signs /.well-known/security.txt expired on {when}: the last signed file is served until its own Expires. Extend the key (gpg --quick-set-expire), export it again and restart the hub.",
