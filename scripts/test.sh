@@ -49,6 +49,8 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 # `systemd-analyze security` rates the shipped service units (ACC-4).
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# The signed security.txt test makes a key and verifies with real GnuPG (gpg, gpg-agent).
+{ command -v gpg >/dev/null 2>&1 && command -v gpg-agent >/dev/null 2>&1; } || missing+=(gnupg)
 # The TUF client tests build repositories with python-tuf in a virtual environment.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 
@@ -66,7 +68,7 @@ if ((${#missing[@]} > 0)); then
     apt-get update </dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" </dev/null
 else
-    echo "All present (postgresql, chromium, chromium-driver, mosquitto, mosquitto-clients, openssl, python3, systemd-analyze)."
+    echo "All present (postgresql, chromium, chromium-driver, mosquitto, mosquitto-clients, openssl, python3, systemd-analyze, gnupg)."
 fi
 
 # PostgreSQL's server binaries are not on PATH on Debian; append the newest.

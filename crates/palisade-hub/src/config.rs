@@ -198,6 +198,12 @@ pub struct Disclosure {
     /// security.txt is valid this many days ahead; `Expires` is recomputed every day,
     /// so it never lapses while the hub runs (RFC 9116 §2.5.5: less than a year).
     pub security_txt_days: i64,
+    /// An ASCII-armoured OpenPGP secret key (mode 0600) that signs security.txt
+    /// (RFC 9116 §2.3); without one the file is served unsigned.
+    pub security_txt_openpgp_key: Option<PathBuf>,
+    /// A file (mode 0600) with that key's passphrase; `PALISADE_SECURITY_TXT_KEY_PASSPHRASE`
+    /// wins over it. Never the passphrase itself in this file.
+    pub security_txt_openpgp_passphrase_file: Option<PathBuf>,
 }
 
 impl Default for Disclosure {
@@ -212,6 +218,8 @@ impl Default for Disclosure {
             fix_days_low: 180,
             preferred_languages: "en".into(),
             security_txt_days: 180,
+            security_txt_openpgp_key: None,
+            security_txt_openpgp_passphrase_file: None,
         }
     }
 }
@@ -365,6 +373,9 @@ pub struct Config {
     /// The key file that seals secrets in the database (STOR-3); `None` means
     /// `DATA_DIR/secrets.key`, created at first start.
     pub secrets_key_file: Option<PathBuf>,
+    /// The loaded OpenPGP key that signs security.txt, if one is configured (checked
+    /// at load: private file, parses, unlocks, signs, not expired).
+    pub security_txt_key: Option<std::sync::Arc<crate::vuln::openpgp::SecurityTxtKey>>,
 }
 
 /// One thing wrong with the configuration.
@@ -567,6 +578,7 @@ impl Config {
         disclosure.contact_email = disclosure
             .contact_email
             .map(|typed| crate::ids::Email::parse(&typed).map_or(typed, |e| e.as_str().to_owned()));
+        let security_txt_key = load_security_txt_key(&disclosure, env, &mut problems);
         let retention = file.retention.clone().unwrap_or_default();
         check_retention(&retention, &mut problems);
         let secrets_key_file = env("PALISADE_SECRETS_KEY_FILE")
@@ -603,6 +615,7 @@ impl Config {
                 disclosure,
                 retention,
                 secrets_key_file,
+                security_txt_key,
             })
         } else {
             Err(problems)
@@ -627,6 +640,7 @@ impl Config {
             disclosure: Disclosure::default(),
             retention: Retention::default(),
             secrets_key_file: None,
+            security_txt_key: None,
         }
     }
 
@@ -830,6 +844,58 @@ fn check_disclosure(d: &Disclosure, problems: &mut Vec<Problem>) {
         (7..=364).contains(&d.security_txt_days),
         "security_txt_days must be between 7 and 364 (RFC 9116: less than a year)".into(),
     );
+}
+
+/// Load the security.txt signing key, if configured (fail closed: a configured key that
+/// cannot sign is a problem, never a silent fall-back to an unsigned file).
+fn load_security_txt_key(
+    d: &Disclosure,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) -> Option<std::sync::Arc<crate::vuln::openpgp::SecurityTxtKey>> {
+    let mut bad = |message: String| {
+        problems.push(Problem {
+            key: "disclosure.security_txt_openpgp_key",
+            message,
+        })
+    };
+    let Some(path) = &d.security_txt_openpgp_key else {
+        if d.security_txt_openpgp_passphrase_file.is_some() {
+            bad(
+                "security_txt_openpgp_passphrase_file is set but no security_txt_openpgp_key"
+                    .into(),
+            );
+        }
+        return None;
+    };
+    let passphrase = match (
+        env("PALISADE_SECURITY_TXT_KEY_PASSPHRASE"),
+        &d.security_txt_openpgp_passphrase_file,
+    ) {
+        (Some(p), _) => Some(zeroize::Zeroizing::new(p)),
+        (None, Some(file)) => match read_secret_file(file) {
+            Ok(p) => Some(zeroize::Zeroizing::new(p)),
+            Err(message) => {
+                bad(format!("passphrase file: {message}"));
+                return None;
+            }
+        },
+        (None, None) => None,
+    };
+    match crate::vuln::openpgp::SecurityTxtKey::load(
+        path,
+        passphrase.as_ref().map(|p| p.as_str()),
+        crate::db::now(),
+    ) {
+        Ok(key) => Some(std::sync::Arc::new(key)),
+        Err(e) => {
+            bad(e
+                .to_string()
+                .trim_start_matches("configuration: ")
+                .to_owned());
+            None
+        }
+    }
 }
 
 fn check_limits(l: &Limits, problems: &mut Vec<Problem>) {

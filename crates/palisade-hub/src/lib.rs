@@ -138,6 +138,12 @@ pub async fn start(config: Config) -> Result<RunningHub> {
     let mqtt_addr = mqtt_listener
         .local_addr()
         .map_err(|e| Error::Config(e.to_string()))?;
+    if let Some(key) = &config.security_txt_key {
+        tracing::info!(fingerprint = %key.fingerprint, "security.txt is OpenPGP-signed");
+        if let Some(warning) = vuln::security_txt::key_warning(&config, db::now()) {
+            tracing::warn!("{warning}");
+        }
+    }
     let config = Arc::new(config);
     let state = web::AppState {
         db: db.clone(),

@@ -10,48 +10,9 @@
 mod common;
 
 use common::TestHub;
+use common::security_txt::{fields, parse_expires};
 use palisade_hub::config::{Config, Overrides};
 use std::io::{Read, Write};
-
-/// Unix seconds of an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SSZ` (RFC 9116 §2.5.5).
-fn parse_expires(text: &str) -> i64 {
-    let b = text.as_bytes();
-    assert_eq!(b.len(), 20, "Expires {text:?} is RFC 3339 with Z");
-    assert!(
-        b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[19] == b'Z',
-        "{text:?}"
-    );
-    let num = |r: std::ops::Range<usize>| -> i64 { text[r].parse().expect("digits") };
-    let (y, m, d) = (num(0..4), num(5..7), num(8..10));
-    let (hh, mm, ss) = (num(11..13), num(14..16), num(17..19));
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    days * 86_400 + hh * 3600 + mm * 60 + ss
-}
-
-/// RFC 9116 §4 grammar, as far as it matters here: comment lines, blank lines, and
-/// `Field-Name: value` lines; anything else is a parse error.
-fn fields(text: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (name, value) = line.split_once(": ").expect("field line");
-        assert!(
-            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
-            "field name {name:?}"
-        );
-        out.push((name.to_ascii_lowercase(), value.to_owned()));
-    }
-    out
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -410,6 +410,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         c.data_dir.join("pki").display()
                     ),
                 }
+                match &c.security_txt_key {
+                    Some(key) => println!(
+                        "  security.txt OpenPGP-signed by {} ({})",
+                        key.fingerprint,
+                        key.expires_at.map_or_else(
+                            || "does not expire".to_owned(),
+                            |at| format!("expires {}", palisade_hub::vuln::openpgp::utc(at))
+                        )
+                    ),
+                    None => println!("  security.txt unsigned (no security_txt_openpgp_key)"),
+                }
+                if let Some(warning) =
+                    palisade_hub::vuln::security_txt::key_warning(&c, palisade_hub::db::now())
+                {
+                    println!("warning: {warning}");
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {

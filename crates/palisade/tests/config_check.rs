@@ -1,6 +1,8 @@
 //! DESIGN.md invariant 3 (fail closed) and 7 (secrets never printed): `palisade config
 //! check` lists every problem at once and exits 1; `serve` refuses to start on the
-//! same configuration; the database password never appears in the output.
+//! same configuration; the database password never appears in the output. VULN-2: a
+//! garbage or group-readable security.txt OpenPGP key is refused by both with a clear
+//! message, and the passphrase is never printed.
 
 use std::process::Command;
 
@@ -91,4 +93,59 @@ fn setup_new_code_is_refused_without_the_flag() {
     let (code, text) = palisade(&["setup"], &[]);
     assert_eq!(code, 1);
     assert!(text.contains("--new-code"), "{text}");
+}
+
+#[test]
+fn a_bad_security_txt_key_is_refused_by_check_and_serve() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("security-txt.asc");
+    std::fs::write(&key, "this is not an OpenPGP key\n").expect("write");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let file = dir.path().join("palisade.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[disclosure]\nsecurity_txt_openpgp_key = {:?}\n",
+            key.display().to_string()
+        ),
+    )
+    .expect("write");
+    let config = file.display().to_string();
+    let data = dir.path().join("data");
+    let data_arg = data.display().to_string();
+    let env = [(
+        "PALISADE_SECURITY_TXT_KEY_PASSPHRASE",
+        "sesame-passphrase-xyz",
+    )];
+    let (code, text) = palisade(
+        &[
+            "config",
+            "check",
+            "--config",
+            &config,
+            "--data-dir",
+            &data_arg,
+        ],
+        &env,
+    );
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("disclosure.security_txt_openpgp_key")
+            && text.contains("is not an ASCII-armoured OpenPGP secret key"),
+        "{text}"
+    );
+    assert!(!text.contains("sesame-passphrase-xyz"), "{text}");
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (code, text) = palisade(
+        &["serve", "--config", &config, "--data-dir", &data_arg],
+        &env,
+    );
+    assert_eq!(code, 1, "serve refuses: {text}");
+    assert!(text.contains("readable by other users"), "{text}");
+    assert!(
+        !data.exists(),
+        "nothing created before the configuration is valid"
+    );
 }

@@ -9,6 +9,7 @@ pub mod cvss;
 pub mod feeds;
 pub mod intake;
 pub mod matching;
+pub mod openpgp;
 pub mod osv;
 pub mod purl;
 pub mod sbom;

@@ -1,5 +1,7 @@
 //! `/.well-known/security.txt` (RFC 9116, VULN-2), computed on every request from the
 //! configuration: nothing is stored, so `Expires` can never lapse while the hub runs.
+//! With an OpenPGP key configured it is served cleartext-signed (`openpgp.rs`); what can
+//! lapse then is the key, and administrators are warned 30 days before.
 
 use crate::config::Config;
 
@@ -42,6 +44,25 @@ pub fn render(config: &Config, now: i64) -> String {
     out.push_str(&format!("Preferred-Languages: {}\n", d.preferred_languages));
     out.push_str(&format!("Canonical: {base}/.well-known/security.txt\n"));
     out
+}
+
+/// A warning for administrators when the OpenPGP key that signs security.txt stops
+/// signing within [`EXPIRY_WARNING_SECS`](super::openpgp::EXPIRY_WARNING_SECS).
+pub fn key_warning(config: &Config, now: i64) -> Option<String> {
+    let key = config.security_txt_key.as_ref()?;
+    let at = key.expires_at.filter(|_| key.expires_soon(now))?;
+    let when = super::openpgp::utc(at);
+    Some(if at <= now {
+        format!(
+            "The OpenPGP key {} that signs /.well-known/security.txt expired on {when}: the last signed file is served until its own Expires. Extend the key (gpg --quick-set-expire), export it again and restart the hub.",
+            key.fingerprint
+        )
+    } else {
+        format!(
+            "The OpenPGP key {} that signs /.well-known/security.txt expires on {when}. Extend it (gpg --quick-set-expire), export it again and restart the hub.",
+            key.fingerprint
+        )
+    })
 }
 
 #[cfg(test)]

@@ -30,15 +30,26 @@ impl From<IntakeError> for WebError {
     }
 }
 
-/// `GET /.well-known/security.txt`.
-pub async fn security_txt(State(state): State<AppState>) -> impl IntoResponse {
-    (
+/// `GET /.well-known/security.txt`: cleartext-signed when an OpenPGP key is configured
+/// (one signature per distinct content, cached), otherwise plain.
+pub async fn security_txt(State(state): State<AppState>) -> Result<Response, WebError> {
+    let at = now();
+    let text = security_txt::render(&state.config, at);
+    let body = match &state.config.security_txt_key {
+        None => text,
+        Some(key) => key
+            .signed(&text, security_txt::expires_at(&state.config, at), at)
+            .await?
+            .to_string(),
+    };
+    Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
-        security_txt::render(&state.config, now()),
+        body,
     )
+        .into_response())
 }
 
 #[derive(Template)]

@@ -5,6 +5,7 @@
 
 pub mod devices;
 pub mod postgres;
+pub mod security_txt;
 
 use palisade_crypto::totp::TotpSecret;
 use palisade_hub::config::Config;

@@ -138,6 +138,13 @@ pub async fn home(State(state): State<AppState>, ctx: Ctx) -> Result<Response, W
         };
         chrome = chrome.notice(text);
     }
+    // VULN-2: the OpenPGP key that signs security.txt stops signing within 30 days.
+    if p.is_admin()
+        && let Some(warning) =
+            crate::vuln::security_txt::key_warning(&state.config, crate::db::now())
+    {
+        chrome = chrome.error(warning);
+    }
     pages::render(HomePage {
         c: chrome,
         username: p.user.username.to_string(),
