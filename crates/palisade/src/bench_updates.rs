@@ -248,6 +248,9 @@ async fn prepare(hub_dir: &Path, work: &Path, image: &Path) -> Result<()> {
             security: false,
             notes: None,
             sbom: None,
+            // Devices fetch the image straight from the TUF route: no offer needed.
+            rollout: None,
+            soak_minutes: 60,
             keys,
             hub: args,
         })
