@@ -149,6 +149,20 @@ async fn tampered_agent_reports_integrity_alert_and_sends_nothing_else() {
             .expect("rows")
             .len()
     };
+    // A message a stopped agent sent just before it stopped may still be on its way into
+    // storage: count once the number has stopped moving (bounded wait).
+    let settled_rows = async || {
+        let mut count = rows().await;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = rows().await;
+            if now == count {
+                break;
+            }
+            count = now;
+        }
+        count
+    };
     let integrity_events = async || {
         hub.db
             .device_events(&device, 200)
@@ -180,7 +194,7 @@ async fn tampered_agent_reports_integrity_alert_and_sends_nothing_else() {
 
     // The attack: the firmware image is modified on disk while the agent is stopped.
     std::fs::write(&image, b"factory firmware 1.0.0 + backdoor").expect("tamper");
-    let before = rows().await;
+    let before = settled_rows().await;
     let agent = start(&state_dir);
     assert!(
         eventually(async || !integrity_events().await.is_empty()).await,
@@ -237,7 +251,7 @@ async fn tampered_agent_reports_integrity_alert_and_sends_nothing_else() {
         serde_json::from_slice(&std::fs::read(&config_path).expect("agent.json")).expect("json");
     config["enrolled_at"] = serde_json::json!(1);
     std::fs::write(&config_path, serde_json::to_vec(&config).expect("json")).expect("edit");
-    let before = rows().await;
+    let before = settled_rows().await;
     let agent = start(&state_dir);
     assert!(
         eventually(async || integrity_events().await.len() == 3).await,
