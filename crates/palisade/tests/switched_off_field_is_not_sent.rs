@@ -6,109 +6,27 @@
 //! Negative cases: a required field cannot be switched off (400, clear message), an
 //! undeclared field is refused, and only the owner may switch (an operator gets 403).
 
-use palisade_agent::enroll::{ClaimCode, EnrollOptions, enroll};
+mod owned_agent;
+
+use owned_agent::{OwnedAgent, eventually};
 use palisade_agent::fields::FIELDS_FILE;
 use palisade_agent::limits::Limits;
 use palisade_agent::run::{RunOptions, run};
 use palisade_agent::telemetry::{Source, parse_fields};
-use palisade_hub::config::Config;
-use palisade_hub::db::devices::{FieldKind, FieldSpec, ProductModel};
-use palisade_hub::db::users::{NewUser, Role, Status};
-use palisade_hub::ids::{Email, ProductId, Username};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// Wait (bounded, 30 s) until `check` holds.
-async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
-    for _ in 0..150 {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
-}
-
-fn field(name: &str, optional: bool) -> FieldSpec {
-    FieldSpec {
-        name: name.into(),
-        kind: FieldKind::Number,
-        unit: String::new(),
-        purpose: format!("{name} shown to the owner"),
-        personal: optional,
-        retention_days: None,
-        optional,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switched_off_field_is_neither_stored_nor_sent() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let hub = palisade_hub::start(Config::for_data_dir(&dir.path().join("hub")))
-        .await
-        .expect("hub");
-    let product = ProductId::parse("tracker-v1").expect("id");
-    hub.db
-        .create_product(&ProductModel {
-            id: product.clone(),
-            name: "Tracker".into(),
-            hardware_revision: "rev-a".into(),
-            fields: vec![field("temperature", false), field("location", true)],
-            created_at: 0,
-        })
-        .await
-        .expect("product");
-    let codes = hub
-        .db
-        .create_claim_codes(&product, 1, 3600)
-        .await
-        .expect("codes");
-    let ca_pem = std::fs::read(&hub.ca_cert_path).expect("ca");
-    let state_dir = dir.path().join("agent");
-    enroll(EnrollOptions {
-        hub_url: hub.url(),
-        ca_pem: ca_pem.clone(),
-        claim_code: ClaimCode::new(codes[0].claim.clone()).expect("code"),
-        state_dir: state_dir.clone(),
-        limits: Limits::default(),
-    })
-    .await
-    .expect("the agent enrols");
-    let device = hub.db.devices().await.expect("devices")[0].clone();
-
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca_pem).expect("ca pem"))
-        .build()
-        .expect("client");
-    let token_for = async |name: &str, role: Role| {
-        let user = hub
-            .db
-            .insert_user(NewUser {
-                username: &Username::parse(name).expect("username"),
-                email: &Email::parse(&format!("{name}@example.org")).expect("email"),
-                role,
-                status: Status::Active,
-                password_hash: None,
-            })
-            .await
-            .expect("user");
-        hub.db
-            .create_api_token(&user.id, "e2e", 3600)
-            .await
-            .expect("token")
-            .1
-    };
-    let owner = token_for("owner-olga", Role::Owner).await;
-    let operator = token_for("ops-otto", Role::Operator).await;
-    let claimed = client
-        .post(format!("{}/api/v1/devices/claim", hub.url()))
-        .bearer_auth(&owner)
-        .json(&json!({ "pairing_code": codes[0].pairing }))
-        .send()
-        .await
-        .expect("claim");
-    assert!(claimed.status().is_success(), "{}", claimed.status());
+    let OwnedAgent {
+        hub,
+        dir: _dir,
+        state_dir,
+        device,
+        client,
+        owner,
+        operator,
+    } = OwnedAgent::start().await;
     let switch = async |token: &str, field: &str, enabled: bool| {
         let response = client
             .post(format!(
