@@ -297,6 +297,18 @@ impl Hub {
         bail!("{what}: the hub answered {status}: {message}")
     }
 
+    /// POST a JSON document to the hub's API and fail with the hub's message (`what`
+    /// failed) unless it is accepted.
+    async fn post_json(&self, path: &str, body: Vec<u8>, what: &str) -> Result<reqwest::Response> {
+        let response = self
+            .request(reqwest::Method::POST, path)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        Hub::check(response, what).await
+    }
+
     async fn get_bytes(&self, path: &str, what: &str) -> Result<Vec<u8>> {
         let r = self.request(reqwest::Method::GET, path).send().await?;
         Ok(Self::check(r, what).await?.bytes().await?.to_vec())
@@ -357,29 +369,21 @@ pub async fn release(action: ReleaseAction) -> Result<ExitCode> {
                 key_of(&online, "timestamp")?,
             )?;
             let root_bytes = tuf::to_bytes(&root)?;
-            let r = hub
-                .request(
-                    reqwest::Method::POST,
-                    &format!("/api/v1/products/{product}/tuf/root"),
-                )
-                .header("content-type", "application/json")
-                .body(root_bytes.clone())
-                .send()
-                .await?;
-            Hub::check(r, "upload the root").await?;
+            hub.post_json(
+                &format!("/api/v1/products/{product}/tuf/root"),
+                root_bytes.clone(),
+                "upload the root",
+            )
+            .await?;
             let targets =
                 tuf::empty_targets(palisade_hub::db::now() + OFFLINE_EXPIRY_DAYS * 86_400)?;
             let signed = tuf::sign(targets, &[&keys.targets])?;
-            let r = hub
-                .request(
-                    reqwest::Method::POST,
-                    &format!("/api/v1/products/{product}/tuf/targets"),
-                )
-                .header("content-type", "application/json")
-                .body(tuf::to_bytes(&signed)?)
-                .send()
-                .await?;
-            Hub::check(r, "upload the first targets metadata").await?;
+            hub.post_json(
+                &format!("/api/v1/products/{product}/tuf/targets"),
+                tuf::to_bytes(&signed)?,
+                "upload the first targets metadata",
+            )
+            .await?;
             println!(
                 "TUF repository of {product} created: root version 1 (threshold {} of {} root keys), targets key {}.",
                 keys.root_threshold,
@@ -666,16 +670,12 @@ async fn rotate_root(
         palisade_hub::db::now() + OFFLINE_EXPIRY_DAYS * 86_400,
         &signers,
     )?;
-    let r = hub
-        .request(
-            reqwest::Method::POST,
-            &format!("/api/v1/products/{product}/tuf/root"),
-        )
-        .header("content-type", "application/json")
-        .body(tuf::to_bytes(&root)?)
-        .send()
-        .await?;
-    Hub::check(r, "upload the new root").await?;
+    hub.post_json(
+        &format!("/api/v1/products/{product}/tuf/root"),
+        tuf::to_bytes(&root)?,
+        "upload the new root",
+    )
+    .await?;
     println!(
         "root version {version} of {product} uploaded: {} root key(s), threshold {}, targets key {}.",
         new.root.len(),
@@ -703,16 +703,12 @@ async fn rotate_root(
         .context("targets version overflow")?;
     resigned.expires = tuf::expiry(palisade_hub::db::now() + OFFLINE_EXPIRY_DAYS * 86_400)?;
     let signed = tuf::sign(resigned, &[&new.targets])?;
-    let r = hub
-        .request(
-            reqwest::Method::POST,
-            &format!("/api/v1/products/{product}/tuf/targets"),
-        )
-        .header("content-type", "application/json")
-        .body(tuf::to_bytes(&signed)?)
-        .send()
-        .await?;
-    Hub::check(r, "upload the re-signed targets metadata").await?;
+    hub.post_json(
+        &format!("/api/v1/products/{product}/tuf/targets"),
+        tuf::to_bytes(&signed)?,
+        "upload the re-signed targets metadata",
+    )
+    .await?;
     println!(
         "targets metadata re-signed with the new targets key (version {}). Publish with --keys {} from now on; keep {} offline until no device is older than this rotation, then destroy it.",
         signed.signed.version,

@@ -63,6 +63,14 @@ impl Principal {
     pub fn is_staff(&self) -> bool {
         self.is_full() && matches!(self.user.role, Role::Admin | Role::Operator)
     }
+    /// `Forbidden` unless staff: for handlers on routes that also admit owners.
+    pub fn require_staff(&self) -> Result<(), super::error::WebError> {
+        if self.is_staff() {
+            Ok(())
+        } else {
+            Err(super::error::WebError::Forbidden)
+        }
+    }
 }
 
 /// Route middleware: refuse the request unless the principal satisfies the route's access.

@@ -215,14 +215,6 @@ pub async fn atom(State(state): State<AppState>) -> Result<Response, WebError> {
 
 // --- staff API -----------------------------------------------------------------
 
-fn staff(p: &Principal) -> Result<(), WebError> {
-    if p.is_staff() {
-        Ok(())
-    } else {
-        Err(WebError::Forbidden)
-    }
-}
-
 async fn any_advisory(state: &AppState, id: &str) -> Result<Advisory, WebError> {
     let id = AdvisoryId::parse(id).ok_or(WebError::NotFound)?;
     state.db.advisory(&id).await?.ok_or(WebError::NotFound)
@@ -270,7 +262,7 @@ pub async fn api_list(
     State(state): State<AppState>,
     p: Principal,
 ) -> Result<Json<Vec<Advisory>>, WebError> {
-    staff(&p)?;
+    p.require_staff()?;
     Ok(Json(state.db.advisories(true).await?))
 }
 
@@ -282,7 +274,7 @@ pub async fn api_create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WebError> {
-    staff(&p)?;
+    p.require_staff()?;
     let input: AdvisoryInput = json_body(&headers, &body)?;
     let id = ops::create(&state.db, &Actor::user(&p.user, ip), &input).await?;
     let d = detail(&state, id.as_str()).await?;
@@ -295,7 +287,7 @@ pub async fn api_show(
     p: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<AdvisoryDetail>, WebError> {
-    staff(&p)?;
+    p.require_staff()?;
     detail(&state, &id).await
 }
 
@@ -308,7 +300,7 @@ pub async fn api_edit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<AdvisoryDetail>, WebError> {
-    staff(&p)?;
+    p.require_staff()?;
     let input: AdvisoryInput = json_body(&headers, &body)?;
     let a = any_advisory(&state, &id).await?;
     ops::edit(&state.db, &Actor::user(&p.user, ip), &a.id, &input).await?;
@@ -322,7 +314,7 @@ pub async fn api_publish(
     Extension(ClientAddr(ip)): Extension<ClientAddr>,
     Path(id): Path<String>,
 ) -> Result<Json<AdvisoryDetail>, WebError> {
-    staff(&p)?;
+    p.require_staff()?;
     let a = any_advisory(&state, &id).await?;
     ops::publish(&state.db, &state.config, &Actor::user(&p.user, ip), &a).await?;
     detail(&state, &id).await
@@ -335,7 +327,7 @@ pub async fn api_notify(
     Extension(ClientAddr(ip)): Extension<ClientAddr>,
     Path(id): Path<String>,
 ) -> Result<Json<Notified>, WebError> {
-    staff(&p)?;
+    p.require_staff()?;
     let a = any_advisory(&state, &id).await?;
     Ok(Json(
         ops::notify(&state.db, &state.config, &Actor::user(&p.user, ip), &a).await?,

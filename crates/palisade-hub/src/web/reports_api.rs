@@ -41,14 +41,6 @@ fn view(state: &AppState, report: Report) -> ReportView {
     }
 }
 
-fn staff(p: &Principal) -> Result<(), WebError> {
-    if p.is_staff() {
-        Ok(())
-    } else {
-        Err(WebError::Forbidden)
-    }
-}
-
 async fn load(state: &AppState, id: &str) -> Result<Report, WebError> {
     let id = ReportId::parse(id).ok_or(WebError::NotFound)?;
     state.db.report(&id).await?.ok_or(WebError::NotFound)
@@ -59,7 +51,7 @@ pub async fn list(
     State(state): State<AppState>,
     p: Principal,
 ) -> Result<Json<Vec<ReportView>>, WebError> {
-    staff(&p)?;
+    p.require_staff()?;
     let reports = state.db.reports(LIST_LIMIT).await?;
     Ok(Json(reports.into_iter().map(|r| view(&state, r)).collect()))
 }
@@ -87,7 +79,7 @@ pub async fn show(
     p: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<ReportDetail>, WebError> {
-    staff(&p)?;
+    p.require_staff()?;
     detail(&state, &id).await
 }
 
@@ -105,7 +97,7 @@ pub async fn set_state(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ReportDetail>, WebError> {
-    staff(&p)?;
+    p.require_staff()?;
     let request: StateRequest = json_body(&headers, &body)?;
     let report = load(&state, &id).await?;
     let to = ReportState::parse(&request.state)
@@ -140,7 +132,7 @@ pub async fn assess(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ReportDetail>, WebError> {
-    staff(&p)?;
+    p.require_staff()?;
     let request: AssessmentRequest = json_body(&headers, &body)?;
     let report = load(&state, &id).await?;
     let assignee = match request.assignee.as_deref() {
@@ -182,7 +174,7 @@ pub async fn message(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ReportDetail>, WebError> {
-    staff(&p)?;
+    p.require_staff()?;
     let request: MessageRequest = json_body(&headers, &body)?;
     let report = load(&state, &id).await?;
     intake::staff_message(
@@ -215,7 +207,7 @@ pub async fn exploited(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ReportDetail>, WebError> {
-    staff(&p)?;
+    p.require_staff()?;
     let request: ExploitedRequest = json_body(&headers, &body)?;
     let report = load(&state, &id).await?;
     crate::vuln::cra::mark_exploited(
@@ -244,7 +236,7 @@ pub async fn cra_sent(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ReportDetail>, WebError> {
-    staff(&p)?;
+    p.require_staff()?;
     let request: CraRequest = json_body(&headers, &body)?;
     let report = load(&state, &id).await?;
     let stage = triage::CraStage::parse(&stage).ok_or(WebError::NotFound)?;

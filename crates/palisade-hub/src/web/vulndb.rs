@@ -55,14 +55,6 @@ async fn product_version(
     Ok(product)
 }
 
-fn staff(p: &Principal) -> Result<(), WebError> {
-    if p.is_staff() {
-        Ok(())
-    } else {
-        Err(WebError::Forbidden)
-    }
-}
-
 fn json_content(headers: &HeaderMap) -> Result<(), WebError> {
     let ok = headers
         .get(header::CONTENT_TYPE)
@@ -100,7 +92,7 @@ pub async fn store(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<SbomView>, WebError> {
-    staff(&p)?;
+    p.require_staff()?;
     let product = product_version(&state, &model, &version).await?;
     json_content(&headers)?;
     let actor = Actor::user(&p.user, ip);
@@ -157,7 +149,7 @@ pub async fn show(
     p: Principal,
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<SbomView>, WebError> {
-    staff(&p)?;
+    p.require_staff()?;
     let product = product_version(&state, &model, &version).await?;
     let (info, components) = state
         .db
